@@ -1,0 +1,2 @@
+//! Prints the CRD YAML (placeholder; see issue 3).
+fn main() {}

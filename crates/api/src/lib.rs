@@ -1,0 +1,1 @@
+//! Open-AutoGLM API types (placeholder; see issue 3).

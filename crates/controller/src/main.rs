@@ -1,0 +1,2 @@
+//! autoglm-controller (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! autoglm-node-agent (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Trace-driven simulator (placeholder; see issue 4).
+fn main() {}

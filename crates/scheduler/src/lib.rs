@@ -1,0 +1,1 @@
+//! Open-AutoGLM scheduling core (placeholder; see issue 4).

@@ -1,0 +1,2 @@
+//! autoglm-worker (placeholder).
+fn main() {}
