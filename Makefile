@@ -11,15 +11,26 @@ help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 ## ---- control plane (issue 2) ----
-.PHONY: tools cluster-up cluster-down
+# Versions: e2e/tools/versions.env. Binaries: $(AUTOGLM_CACHE)/tools/<component>-<version>-<hash>/bin,
+# linked into .tools/bin. State of the running plane: .cluster/ (or $$AUTOGLM_CLUSTER_DIR).
+.PHONY: tools cluster-up cluster-up-all cluster-up-kwok cluster-down cluster-status
 tools: ## build etcd, kube-apiserver, kubectl, kube-scheduler, kube-controller-manager, kwok, helm (cached)
 	e2e/tools/build.sh
 
 cluster-up: tools ## start a local control plane (etcd + kube-apiserver) on loopback
 	e2e/cluster.sh up
 
+cluster-up-kwok: tools ## control plane + kube-controller-manager + KWOK (fake GPU nodes)
+	e2e/cluster.sh up --with-controller-manager --with-kwok
+
+cluster-up-all: tools ## control plane + kube-scheduler + kube-controller-manager + KWOK
+	e2e/cluster.sh up --all
+
 cluster-down: ## stop the local control plane and remove its state
 	e2e/cluster.sh down
+
+cluster-status: ## show the local control plane's processes and /readyz
+	e2e/cluster.sh status
 
 ## ---- API (issue 3) ----
 .PHONY: crds
