@@ -138,8 +138,15 @@ pod_from_template() { # <kind> <name> <file> -> Pod JSON on stdout
   kubectl create --dry-run=client -o json -f "$3" 2>/dev/null | python3 -c '
 import json, sys
 kind, name = sys.argv[1], sys.argv[2]
-doc = json.load(sys.stdin)
-for item in doc.get("items", [doc]):
+text, docs, pos = sys.stdin.read(), [], 0
+dec = json.JSONDecoder()
+while pos < len(text):
+    if text[pos].isspace():
+        pos += 1
+        continue
+    obj, pos = dec.raw_decode(text, pos)
+    docs.extend(obj.get("items", [obj]))
+for item in docs:
     if item["kind"] == kind and item["metadata"]["name"] == name:
         tpl = item["spec"]["template"]
         print(json.dumps({"apiVersion": "v1", "kind": "Pod",
@@ -164,7 +171,7 @@ if kubectl -n "psa-baseline-$run_id" apply --dry-run=server -f "$tmp/agent-pod.j
   die "the node agent pod was admitted under 'baseline'; docs/install.md says it needs 'privileged'"
 fi
 grep -q "hostPath" "$tmp/err" || die "baseline refused the node agent for another reason than hostPath: $(cat "$tmp/err")"
-pass "node agent pod refused under 'baseline' for: $(grep -o 'hostPath[^"]*' "$tmp/err" | head -1)"
+pass "node agent pod refused under 'baseline' for: $(grep -o 'hostPath volumes ([^)]*)' "$tmp/err" | head -1)"
 kubectl -n "psa-privileged-$run_id" apply --dry-run=server -f "$tmp/agent-pod.json" >/dev/null 2>"$tmp/err" \
   || die "the node agent pod was refused under 'privileged': $(cat "$tmp/err")"
 pass "node agent pod admitted under 'privileged'"
