@@ -25,7 +25,8 @@
 #                    kubelet's root-owned directory. NVML (libnvidia-ml.so.1) is NOT in the
 #                    image: it comes from the node's driver, injected by the NVIDIA container
 #                    runtime or mounted by the chart, and is loaded at run time.
-#   worker           Debian slim (libtorch needs libstdc++) plus the torch-cpu libraries.
+#   worker           Debian slim (libtorch needs libstdc++) plus the torch-cpu libraries and
+#                    the CA roots (copied from the builder) for HTTPS object stores.
 #   worker-cuda      Debian slim plus torch-cuda's libraries; the driver (libcuda.so) comes
 #                    from the node through the NVIDIA container runtime.
 #
@@ -115,13 +116,15 @@ LABEL org.opencontainers.image.title="autoglm-node-agent" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build-operator /out/autoglm-node-agent /usr/local/bin/autoglm-node-agent
 USER 65532:65532
-EXPOSE 8081
+EXPOSE 9400
 ENTRYPOINT ["/usr/local/bin/autoglm-node-agent"]
 
 FROM debian:${DEBIAN_RELEASE}-slim AS worker
 LABEL org.opencontainers.image.title="autoglm-worker" \
       org.opencontainers.image.description="Open-AutoGLM inference worker (libtorch, CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
+# CA roots for HTTPS object stores (S3, GCS, Azure); slim Debian ships none.
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=torch-cpu /opt/libtorch/lib /opt/libtorch/lib
 COPY --from=build-worker /out/autoglm-worker /usr/local/bin/autoglm-worker
 # Idle OpenMP threads sleep instead of spinning (throughput collapsed 10-40x on shared CPUs
@@ -135,6 +138,7 @@ FROM debian:${DEBIAN_RELEASE}-slim AS worker-cuda
 LABEL org.opencontainers.image.title="autoglm-worker" \
       org.opencontainers.image.description="Open-AutoGLM inference worker (libtorch, CUDA 13)" \
       org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=torch-cuda /opt/pytorch/torch/lib /opt/libtorch/lib
 COPY --from=torch-cuda /opt/cuda-libs /opt/cuda-libs
 COPY --from=build-worker-cuda /out/autoglm-worker /usr/local/bin/autoglm-worker

@@ -18,7 +18,8 @@
 #      another node's objects (node agent), another pod or field (worker), and more.
 # Prints one line per check and "N passed, M failed"; exits 1 on any failure.
 #
-# Binaries: $AUTOGLM_BIN_DIR if set, else built with `cargo build` (honours CARGO_TARGET_DIR).
+# Binaries: $AUTOGLM_CONTROLLER_BIN / $AUTOGLM_NODE_AGENT_BIN, else $AUTOGLM_BIN_DIR/<name>, else
+# built with `cargo build` (honours CARGO_TARGET_DIR).
 # Control plane: $KUBECONFIG when it answers, else e2e/cluster.sh up (and down at the end).
 set -euo pipefail
 
@@ -105,13 +106,15 @@ command -v kubectl >/dev/null || die "kubectl not found: run 'make tools'"
 # ---- binaries ------------------------------------------------------------------------------
 if [[ -n "${AUTOGLM_BIN_DIR:-}" ]]; then
   bin="$AUTOGLM_BIN_DIR"
-else
+elif [[ -z "${AUTOGLM_CONTROLLER_BIN:-}" || -z "${AUTOGLM_NODE_AGENT_BIN:-}" ]]; then
   log "building autoglm-controller and autoglm-node-agent (cargo build)"
   (cd "$root" && cargo build --quiet -p autoglm-controller -p autoglm-node-agent)
   bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 fi
-for b in autoglm-controller autoglm-node-agent; do
-  [[ -x "$bin/$b" ]] || die "$bin/$b missing"
+controller_bin="${AUTOGLM_CONTROLLER_BIN:-$bin/autoglm-controller}"
+agent_bin="${AUTOGLM_NODE_AGENT_BIN:-$bin/autoglm-node-agent}"
+for b in "$controller_bin" "$agent_bin"; do
+  [[ -x "$b" ]] || die "$b missing"
 done
 
 # ---- control plane -------------------------------------------------------------------------
@@ -126,10 +129,17 @@ admin() { KUBECONFIG="$admin_kubeconfig" kubectl "$@"; }
 # ---- 1. the rendered install ---------------------------------------------------------------
 log "applying manifests/open-autoglm.yaml (server-side)"
 admin apply --server-side --force-conflicts -f "$manifests" >"$tmp/apply.out"
-# The chart's crds/ is filled by `make crds`; until then take the repository's copy.
+# The chart's crds/ is filled by `make crds`; until then take the repository's crds/, or
+# crdgen's output.
 if ! grep -q '^kind: CustomResourceDefinition' "$manifests"; then
-  log "manifests carry no CRDs yet; applying crds/ instead"
-  admin apply --server-side --force-conflicts -f "$root/crds/" >>"$tmp/apply.out"
+  if compgen -G "$root/crds/*.yaml" >/dev/null; then
+    log "manifests carry no CRDs yet; applying crds/ instead"
+    admin apply --server-side --force-conflicts -f "$root/crds/" >>"$tmp/apply.out"
+  else
+    log "manifests and crds/ carry no CRDs yet; applying crdgen's output"
+    (cd "$root" && cargo run --quiet -p autoglm-api --bin crdgen) >"$tmp/crds.yaml"
+    admin apply --server-side --force-conflicts -f "$tmp/crds.yaml" >>"$tmp/apply.out"
+  fi
 fi
 admin wait --for=condition=Established crd/inferencejobs.autoglm.io crd/gpunodes.autoglm.io --timeout=60s >/dev/null
 ok "manifests/open-autoglm.yaml applied: $(grep -c '^kind:' "$manifests") objects"
@@ -227,20 +237,20 @@ for a in spec.get("args", []):
     print(re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a))
 ' "$pod" "$node" "$ns" "$tmp/$name.env" | sed "$@"
 }
-run_component() { # <binary> <kubeconfig> <log> <env file> <args file>
+run_component() { # <binary path> <kubeconfig> <log> <env file> <args file>
   local -a args envs
   mapfile -t args <"$5"
   mapfile -t envs <"$4"
-  log "running $1 as $(basename "$2" .kubeconfig):"
+  log "running $(basename "$1") as $(basename "$2" .kubeconfig):"
   printf '    %s\n' "${envs[@]}" "$1" "${args[@]}" >&2
-  env "${envs[@]}" KUBECONFIG="$2" "$bin/$1" "${args[@]}" >"$3" 2>&1 &
+  env "${envs[@]}" KUBECONFIG="$2" "$1" "${args[@]}" >"$3" 2>&1 &
   pids+=($!)
 }
 
 controller_port="$(free_port)"
 command_of deploy "$release-controller" "$release-controller-rbac-check" "" \
   -e "s|^--admin-addr=.*|--admin-addr=127.0.0.1:$controller_port|" >"$tmp/controller.args"
-run_component autoglm-controller "$controller_kc" "$tmp/controller.log" "$tmp/$release-controller.env" "$tmp/controller.args"
+run_component "$controller_bin" "$controller_kc" "$tmp/controller.log" "$tmp/$release-controller.env" "$tmp/controller.args"
 
 cat >"$tmp/gpus.yaml" <<EOF
 gpus:
@@ -252,7 +262,7 @@ command_of ds "$release-node-agent" agent-probe "$node_a" \
   -e "s|^--admin-addr=.*|--admin-addr=127.0.0.1:$agent_port|" \
   -e "s|^--device-plugin-dir=.*|--device-plugin-dir=$tmp/device-plugins|" \
   -e "s|^--inventory=nvml\$|--inventory=simulated\n--simulated-config=$tmp/gpus.yaml|" >"$tmp/node-agent.args"
-run_component autoglm-node-agent "$agent_kc" "$tmp/node-agent.log" "$tmp/$release-node-agent.env" "$tmp/node-agent.args"
+run_component "$agent_bin" "$agent_kc" "$tmp/node-agent.log" "$tmp/$release-node-agent.env" "$tmp/node-agent.args"
 
 # ---- 4. they do their job ------------------------------------------------------------------
 if wait_for 90 "controller /readyz" curl -fsS "http://127.0.0.1:$controller_port/readyz"; then
