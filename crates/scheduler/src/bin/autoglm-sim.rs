@@ -1,2 +1,418 @@
-//! Trace-driven simulator (placeholder; see issue 4).
-fn main() {}
+//! `autoglm-sim`: replay real traces through the scheduling core and compare policies.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use autoglm_scheduler::model::NodeState;
+use autoglm_scheduler::policy::{
+    EXTRA_POLICY_NAMES, POLICY_NAMES, TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name,
+};
+use autoglm_scheduler::sim::placement::{
+    INFLATION_RATIO, MAX_STEP, RunSummary, StepReport, Variant, inflate_and_shuffle, make_variant,
+    run,
+};
+use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
+
+#[derive(Parser)]
+#[command(
+    name = "autoglm-sim",
+    version,
+    about = "Trace-driven scheduling simulator for Open-AutoGLM"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay the FGD paper's placement experiment (inflate to 130%, shuffle, place once).
+    Placement {
+        /// Node list CSV (sn,cpu_milli,memory_mib,gpu,model).
+        #[arg(long)]
+        nodes: PathBuf,
+        /// Pod list CSV (name,cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec,...]).
+        #[arg(long)]
+        pods: PathBuf,
+        /// Policies, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "fgd")]
+        policy: Vec<String>,
+        /// Seeds: `A..B` (inclusive) or a comma-separated list.
+        #[arg(long, default_value = "42..51")]
+        seeds: String,
+        /// Workload variant of the pod list (default, sharing, multi-gpu, gpu-type, few-cpu).
+        #[arg(long, default_value = "default")]
+        variant: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Table: show every 1% step instead of the usual rows.
+        #[arg(long)]
+        all_steps: bool,
+        /// Worker threads for independent (policy, seed) runs.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// Write a workload variant of a pod list as a 5-column CSV (plus gpu_spec).
+    Generate {
+        /// Node list CSV (for the GPU types of the `gpu-type` variant).
+        #[arg(long)]
+        nodes: PathBuf,
+        /// Source pod list CSV.
+        #[arg(long)]
+        pods: PathBuf,
+        /// Variant name.
+        #[arg(long)]
+        variant: String,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Placement speed on a synthetic cluster: nodes and pods drawn from the trace lists.
+    Synthetic {
+        /// Node list CSV to draw node shapes from.
+        #[arg(long)]
+        nodes: PathBuf,
+        /// Pod list CSV to draw pods from.
+        #[arg(long)]
+        pods: PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 10_000)]
+        node_count: usize,
+        /// Number of pods.
+        #[arg(long, default_value_t = 100_000)]
+        pod_count: usize,
+        /// Policies, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "best-fit,fgd,autoglm")]
+        policy: Vec<String>,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
+    if let Some((a, b)) = s.split_once("..") {
+        let a: u64 = a
+            .trim()
+            .parse()
+            .context("--seeds: start of A..B must be an integer")?;
+        let b: u64 = b
+            .trim()
+            .parse()
+            .context("--seeds: end of A..B must be an integer")?;
+        if b < a {
+            bail!("--seeds: {a}..{b} is empty (the range is inclusive, A <= B)");
+        }
+        return Ok((a..=b).collect());
+    }
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--seeds: {x:?} is not an integer"))
+        })
+        .collect()
+}
+
+fn check_policies(names: &[String]) -> anyhow::Result<()> {
+    for n in names {
+        if !POLICY_NAMES.contains(&n.as_str()) && !EXTRA_POLICY_NAMES.contains(&n.as_str()) {
+            bail!(
+                "--policy: unknown policy {n:?} (known: {})",
+                POLICY_NAMES.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn placement(
+    nodes: PathBuf,
+    pods: PathBuf,
+    policies: Vec<String>,
+    seeds: String,
+    variant: String,
+    format: Format,
+    all_steps: bool,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    check_policies(&policies)?;
+    let seeds = parse_seeds(&seeds)?;
+    let variant = Variant::parse(&variant).with_context(|| {
+        format!(
+            "--variant: unknown {variant:?} (known: {})",
+            Variant::NAMES.join(", ")
+        )
+    })?;
+    let node_list = load_nodes(&nodes)?;
+    let base = load_pods(&pods)?;
+    let cap: u64 = node_list.iter().map(|n| n.gpus.len() as u64 * 1000).sum();
+
+    let mut tasks: Vec<(String, u64)> = Vec::new();
+    for p in &policies {
+        for &s in &seeds {
+            tasks.push((p.clone(), s));
+        }
+    }
+    let run_one = |policy: &str, seed: u64| -> anyhow::Result<RunSummary> {
+        let list = make_variant(&base, &node_list, variant, seed);
+        let workload = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
+        let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
+        let mut pol = policy_by_name(policy, seed, &typical)?;
+        Ok(run(&node_list, &workload, pol.as_mut(), &typical, seed))
+    };
+    let jobs = jobs.max(1);
+    let results: Vec<anyhow::Result<RunSummary>> = if jobs == 1 {
+        tasks.iter().map(|(p, s)| run_one(p, *s)).collect()
+    } else {
+        let chunks: Vec<Vec<(usize, (String, u64))>> = (0..jobs)
+            .map(|j| {
+                tasks
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .filter(|(i, _)| i % jobs == j)
+                    .collect()
+            })
+            .collect();
+        let mut out: Vec<Option<anyhow::Result<RunSummary>>> =
+            (0..tasks.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|chunk| {
+                    scope.spawn(|| {
+                        chunk
+                            .iter()
+                            .map(|(i, (p, s))| (*i, run_one(p, *s)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                if let Ok(v) = h.join() {
+                    for (i, r) in v {
+                        out[i] = Some(r);
+                    }
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("failed to run a simulation thread"))))
+            .collect()
+    };
+    let mut summaries = Vec::new();
+    for r in results {
+        summaries.push(r?);
+    }
+    for (p, _) in policies.iter().map(|p| (p, ())) {
+        let rates: Vec<f64> = summaries
+            .iter()
+            .filter(|s| s.steps.first().is_some_and(|r| &r.policy == p))
+            .map(|s| s.pods as f64 / s.decide_secs.max(1e-9))
+            .collect();
+        let secs: Vec<f64> = summaries
+            .iter()
+            .filter(|s| s.steps.first().is_some_and(|r| &r.policy == p))
+            .map(|s| s.decide_secs)
+            .collect();
+        let pods = summaries
+            .iter()
+            .find(|s| s.steps.first().is_some_and(|r| &r.policy == p))
+            .map_or(0, |s| s.pods);
+        eprintln!(
+            "{p}: {pods} pods per run, median {:.2} s of decisions per run, median {:.0} decisions/s",
+            median(secs),
+            median(rates)
+        );
+    }
+    let all: Vec<&StepReport> = summaries.iter().flat_map(|s| s.steps.iter()).collect();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&all)?),
+        Format::Table => {
+            let rows: Vec<u32> = if all_steps {
+                (0..=MAX_STEP).collect()
+            } else {
+                vec![
+                    10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100, 105, 110, 115, 120, 125, 130,
+                ]
+            };
+            println!(
+                "GPU allocation (% of {} GPUs), mean (sd) over {} seeds; variant {}",
+                cap / 1000,
+                seeds.len(),
+                Variant::NAMES[variant as usize]
+            );
+            print!("| arrived % |");
+            for p in &policies {
+                print!(" {p} |");
+            }
+            println!();
+            print!("|---|");
+            for _ in &policies {
+                print!("---|");
+            }
+            println!();
+            let cell = |p: &str, step: u32, f: &dyn Fn(&StepReport) -> f64| -> (f64, f64) {
+                let v: Vec<f64> = all
+                    .iter()
+                    .filter(|r| r.policy == p && r.arrived_pct == step)
+                    .map(|r| f(r))
+                    .collect();
+                mean_sd(&v)
+            };
+            for &step in &rows {
+                print!("| {step} |");
+                for p in &policies {
+                    let (m, sd) = cell(p, step, &|r| r.allocated_pct);
+                    print!(" {m:.2} ({sd:.2}) |");
+                }
+                println!();
+            }
+            println!();
+            println!("At 100% / 130% arrived: fragmented GPU % and failed pods (means)");
+            println!("| policy | frag % @100 | frag % @130 | failed @100 | failed @130 |");
+            println!("|---|---|---|---|---|");
+            for p in &policies {
+                let f100 = cell(p, 100, &|r| r.frag_pct).0;
+                let f130 = cell(p, 130, &|r| r.frag_pct).0;
+                let x100 = cell(p, 100, &|r| r.failed_pods as f64).0;
+                let x130 = cell(p, 130, &|r| r.failed_pods as f64).0;
+                println!("| {p} | {f100:.2} | {f130:.2} | {x100:.1} | {x130:.1} |");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn generate(nodes: PathBuf, pods: PathBuf, variant: String, seed: u64) -> anyhow::Result<()> {
+    let variant = Variant::parse(&variant).with_context(|| {
+        format!(
+            "--variant: unknown {variant:?} (known: {})",
+            Variant::NAMES.join(", ")
+        )
+    })?;
+    let node_list = load_nodes(&nodes)?;
+    let list = make_variant(&load_pods(&pods)?, &node_list, variant, seed);
+    println!("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec");
+    for p in list {
+        println!(
+            "{},{},{},{},{},{}",
+            p.name,
+            p.cpu_milli,
+            p.mem_mib,
+            p.gpu.gpu_count(),
+            p.gpu.milli_per_gpu(),
+            p.gpu_types.join("|")
+        );
+    }
+    Ok(())
+}
+
+fn synthetic(
+    nodes: PathBuf,
+    pods: PathBuf,
+    node_count: usize,
+    pod_count: usize,
+    policies: Vec<String>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    check_policies(&policies)?;
+    let shapes = load_nodes(&nodes)?;
+    let base = load_pods(&pods)?;
+    if shapes.is_empty() || base.is_empty() {
+        bail!("--nodes and --pods must each hold at least one row");
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let node_list: Vec<NodeState> = (0..node_count)
+        .map(|i| {
+            let mut n = shapes[rng.random_range(0..shapes.len())].clone();
+            n.name = format!("synthetic-node-{i:05}");
+            n
+        })
+        .collect();
+    let workload: Vec<_> = (0..pod_count)
+        .map(|_| base[rng.random_range(0..base.len())].clone())
+        .collect();
+    let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
+    println!("| policy | nodes | pods | placed | decisions/s |");
+    println!("|---|---|---|---|---|");
+    for p in &policies {
+        let mut pol = policy_by_name(p, seed, &typical)?;
+        let t0 = Instant::now();
+        let r = run(&node_list, &workload, pol.as_mut(), &typical, seed);
+        let _ = t0;
+        let placed = r.pods as u64 - r.steps.last().map_or(0, |s| s.failed_pods);
+        println!(
+            "| {p} | {node_count} | {pod_count} | {placed} | {:.0} |",
+            r.pods as f64 / r.decide_secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Placement {
+            nodes,
+            pods,
+            policy,
+            seeds,
+            variant,
+            format,
+            all_steps,
+            jobs,
+        } => placement(nodes, pods, policy, seeds, variant, format, all_steps, jobs),
+        Cmd::Generate {
+            nodes,
+            pods,
+            variant,
+            seed,
+        } => generate(nodes, pods, variant, seed),
+        Cmd::Synthetic {
+            nodes,
+            pods,
+            node_count,
+            pod_count,
+            policy,
+            seed,
+        } => synthetic(nodes, pods, node_count, pod_count, policy, seed),
+    }
+}

@@ -1,0 +1,309 @@
+//! Placement policies behind one trait.
+//!
+//! A [`Policy`] sees only nodes that passed [`crate::feasibility`] (taints, selector, GPU type,
+//! CPU, memory, GPU count, milli-GPU, GPU MiB) and picks one node plus the GPUs on it.
+//! Scores are "higher is better" on each policy's own scale; [`Placement::score`] carries it.
+//!
+//! Ties: the kube-scheduler baselines (`least-loaded`, `least-allocated`, `most-allocated`)
+//! break ties uniformly at random among the top-scored nodes, as kube-scheduler's
+//! `selectHost` does (reservoir sampling over the node list), with the policy's own seeded
+//! RNG so runs are reproducible. The FGD paper's policies (`dot-prod`, `gpu-clustering`,
+//! `gpu-packing`, `best-fit`, `fgd`) take the first top-scored node in node order: with that
+//! rule our FGD lands within 0.1 point of the published allocation on the default trace,
+//! while random ties cost it about 5 points (docs/benchmarks.md, "Tie-breaking"), so the
+//! published numbers were evidently produced with an order-stable choice.
+//!
+//! GPU choice inside a node, unless a policy says otherwise: a whole-GPU request takes the
+//! lowest-index idle GPUs; a fractional request takes the fitting GPU with the least free
+//! milli-GPU ("best fit", first index on ties).
+//!
+//! # Source
+//! The FGD paper's baselines and their reference implementation: Weng et al., "Beware of
+//! Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient Descent",
+//! USENIX ATC '23, §6.1, and the plugins of `hkust-adsl/kubernetes-scheduler-simulator`
+//! (`pkg/simulator/plugin/*_score.go`, read for semantics, not copied).
+
+mod baselines;
+pub mod fgd;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::feasibility::{Unschedulable, feasible_nodes};
+use crate::model::{
+    Cluster, GpuRequest, GpuShare, MILLI_PER_GPU, NodeState, Placement, PodRequest,
+};
+
+pub use baselines::{
+    BestFit, DotProd, GpuClustering, GpuPacking, LeastAllocated, LeastLoaded, MostAllocated,
+    RandomFit, RoundRobin,
+};
+pub use fgd::{AutoGlm, Fgd, TypicalPods, TypicalSpec};
+
+/// Normalisation constant for CPU in BestFit and DotProd, in milli-CPU.
+///
+/// # Source
+/// `MaxSpecCpu = 128000` in the FGD reference simulator (`open-gpu-share/utils/const.go`):
+/// the largest node in the Alibaba trace family has 128 vCPUs.
+pub const MAX_SPEC_CPU: f64 = 128_000.0;
+/// Normalisation constant for GPU in BestFit, DotProd and GpuClustering, in milli-GPU.
+///
+/// # Source
+/// `MaxSpecGpu = 8000` in the same file: at most 8 GPUs per node.
+pub const MAX_SPEC_GPU: f64 = 8_000.0;
+
+/// Which GPUs of a node a request would take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuPick {
+    /// No GPU (CPU-only pod).
+    None,
+    /// Part of GPU `index` (fractional request).
+    Shared(usize),
+    /// The lowest-index idle GPUs (whole-GPU request).
+    Whole,
+}
+
+/// A placement policy.
+pub trait Policy {
+    /// The policy's CLI name (`fgd`, `best-fit`, ...).
+    fn name(&self) -> &str;
+
+    /// Score `node` (feasible for `req`): higher is better. Returns the score and the GPUs the
+    /// pod would take there.
+    fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick);
+
+    /// Pick a node among `feasible` (non-empty, all able to host `req`). The default takes the
+    /// highest [`Policy::score`], first node on ties.
+    fn select(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        feasible: &[usize],
+    ) -> Option<Placement> {
+        let mut best: Option<(f64, usize, GpuPick)> = None;
+        for &n in feasible {
+            let (s, pick) = self.score(cluster, n, req);
+            if best.is_none_or(|(b, _, _)| s > b) {
+                best = Some((s, n, pick));
+            }
+        }
+        best.map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
+    }
+}
+
+/// The names accepted by [`policy_by_name`], in the order the simulator reports them.
+pub const POLICY_NAMES: [&str; 11] = [
+    "random",
+    "round-robin",
+    "least-loaded",
+    "least-allocated",
+    "most-allocated",
+    "dot-prod",
+    "gpu-clustering",
+    "gpu-packing",
+    "best-fit",
+    "fgd",
+    "autoglm",
+];
+
+/// Extra names accepted by [`policy_by_name`] for experiments: `fgd-random-ties` is FGD with
+/// kube-scheduler's random choice among top-scored nodes.
+pub const EXTRA_POLICY_NAMES: [&str; 1] = ["fgd-random-ties"];
+
+/// Errors building a policy.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// Unknown policy name.
+    #[error("failed to build policy {0:?}: unknown name (known: {known})", known = POLICY_NAMES.join(", "))]
+    Unknown(String),
+}
+
+/// Build a policy by its CLI name. `seed` seeds its tie-breaking RNG; `typical` is the
+/// workload's typical pods (used by `fgd` and `autoglm`).
+///
+/// # Errors
+/// [`PolicyError::Unknown`] for a name not in [`POLICY_NAMES`].
+pub fn policy_by_name(
+    name: &str,
+    seed: u64,
+    typical: &TypicalPods,
+) -> Result<Box<dyn Policy>, PolicyError> {
+    Ok(match name {
+        "random" => Box::new(RandomFit::new(seed)),
+        "round-robin" => Box::new(RoundRobin::default()),
+        "least-loaded" => Box::new(LeastLoaded::new(seed)),
+        "least-allocated" => Box::new(LeastAllocated::new(seed)),
+        "most-allocated" => Box::new(MostAllocated::new(seed)),
+        "dot-prod" => Box::new(DotProd::new()),
+        "gpu-clustering" => Box::new(GpuClustering::new()),
+        "gpu-packing" => Box::new(GpuPacking::new()),
+        "best-fit" => Box::new(BestFit::new()),
+        "fgd" => Box::new(Fgd::new(typical.clone())),
+        "fgd-random-ties" => Box::new(Fgd::with_random_ties(typical.clone(), seed)),
+        "autoglm" => Box::new(AutoGlm::new(typical.clone())),
+        other => return Err(PolicyError::Unknown(other.to_string())),
+    })
+}
+
+/// Turn a pick into concrete GPU shares.
+pub fn to_placement(
+    node: &NodeState,
+    index: usize,
+    req: &PodRequest,
+    pick: GpuPick,
+    score: f64,
+) -> Placement {
+    let gpus = match (req.gpu, pick) {
+        (GpuRequest::Shared { milli, mem_mib }, GpuPick::Shared(g)) => vec![GpuShare {
+            index: g,
+            milli,
+            mem_mib,
+        }],
+        (GpuRequest::Whole { count }, _) => node
+            .gpus
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.is_idle())
+            .take(count as usize)
+            .map(|(i, g)| GpuShare {
+                index: i,
+                milli: MILLI_PER_GPU,
+                mem_mib: g.mem_mib,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Placement {
+        node: index,
+        gpus,
+        score,
+    }
+}
+
+/// Whether GPU `g` of `node` can take the fractional part of `req`.
+pub fn gpu_fits(node: &NodeState, g: usize, req: &PodRequest) -> bool {
+    match req.gpu {
+        GpuRequest::Shared { milli, mem_mib } => {
+            let gpu = &node.gpus[g];
+            gpu.milli_free() >= milli && gpu.mem_free_mib() >= mem_mib
+        }
+        _ => false,
+    }
+}
+
+/// Default GPU pick: best fit for a fractional request (least free milli-GPU that fits, first
+/// index on ties), lowest-index idle GPUs for whole GPUs.
+pub fn best_fit_gpu(node: &NodeState, req: &PodRequest) -> GpuPick {
+    match req.gpu {
+        GpuRequest::None => GpuPick::None,
+        GpuRequest::Whole { .. } => GpuPick::Whole,
+        GpuRequest::Shared { .. } => {
+            let mut best: Option<(u32, usize)> = None;
+            for g in 0..node.gpus.len() {
+                if gpu_fits(node, g, req) {
+                    let free = node.gpus[g].milli_free();
+                    if best.is_none_or(|(b, _)| free < b) {
+                        best = Some((free, g));
+                    }
+                }
+            }
+            best.map_or(GpuPick::None, |(_, g)| GpuPick::Shared(g))
+        }
+    }
+}
+
+/// How a policy chooses among equally scored nodes.
+#[derive(Debug, Clone)]
+pub struct TieBreak {
+    rng: ChaCha8Rng,
+    random: bool,
+}
+
+impl TieBreak {
+    /// Uniformly random among ties (kube-scheduler `selectHost`), seeded.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            random: true,
+        }
+    }
+    /// The first tied node in node order.
+    pub fn first() -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(0),
+            random: false,
+        }
+    }
+    /// Uniform integer in `0..n` (always available, also for [`TieBreak::first`]).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.rng.random_range(0..n)
+    }
+    /// Highest score over `feasible` with kube-scheduler's random tie-break among equal top
+    /// scores (reservoir sampling: the k-th tie replaces the pick with probability 1/k).
+    pub fn select_max(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        feasible: &[usize],
+        mut score: impl FnMut(&Cluster, usize) -> (f64, GpuPick),
+    ) -> Option<Placement> {
+        let mut best: Option<(f64, usize, GpuPick)> = None;
+        let mut ties = 0usize;
+        for &n in feasible {
+            let (s, pick) = score(cluster, n);
+            match best {
+                Some((b, _, _)) if s < b => {}
+                Some((b, _, _)) if s == b => {
+                    ties += 1;
+                    if self.random && self.below(ties) == 0 {
+                        best = Some((s, n, pick));
+                    }
+                }
+                _ => {
+                    best = Some((s, n, pick));
+                    ties = 1;
+                }
+            }
+        }
+        best.map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
+    }
+}
+
+/// Reusable placement driver: feasibility, then the policy's choice.
+#[derive(Debug, Default)]
+pub struct Placer {
+    feasible: Vec<usize>,
+}
+
+impl Placer {
+    /// Where `policy` would put `req` (the cluster is not changed).
+    ///
+    /// # Errors
+    /// [`Unschedulable`] with per-reason node counts when no node fits.
+    pub fn place(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        policy: &mut dyn Policy,
+    ) -> Result<Placement, Unschedulable> {
+        feasible_nodes(cluster, req, &mut self.feasible)?;
+        policy
+            .select(cluster, req, &self.feasible)
+            .ok_or_else(|| crate::feasibility::explain(cluster, req))
+    }
+}
+
+impl Cluster {
+    /// Where `policy` would put `req`; call [`Cluster::allocate`] with the result to commit it.
+    /// Allocates a scratch buffer; loops should keep a [`Placer`].
+    ///
+    /// # Errors
+    /// [`Unschedulable`] with per-reason node counts when no node fits.
+    pub fn place(
+        &self,
+        req: &PodRequest,
+        policy: &mut dyn Policy,
+    ) -> Result<Placement, Unschedulable> {
+        Placer::default().place(self, req, policy)
+    }
+}

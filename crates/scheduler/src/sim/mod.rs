@@ -1,0 +1,6 @@
+//! Trace-driven simulators: the FGD paper's placement replay on the Alibaba trace
+//! ([`placement`]) and request serving on the Azure LLM trace ([`serving`]).
+
+pub mod placement;
+pub mod serving;
+pub mod trace;
