@@ -44,15 +44,22 @@ usage() {
 }
 
 # ---- processes ---------------------------------------------------------------------------
-# A recorded PID counts as ours only while /proc/<pid>/exe is the binary we started, so a
-# recycled PID is never signalled.
+# A recorded PID counts as ours only while its start time (field 22 of /proc/<pid>/stat, in
+# clock ticks since boot) is the one recorded when we started it, so a recycled PID is never
+# signalled.
 pid_of() { [[ -f "$state/pids/$1.pid" ]] && cat "$state/pids/$1.pid" || true; }
+start_time_of() { # <pid>: prints the start time, fails when the process does not exist
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }" # drop "pid (comm) ", comm may contain spaces
+  awk '{print $20}' <<<"$stat"
+}
 alive() { # <component>
-  local pid exe
+  local pid now
   pid="$(pid_of "$1")"
-  [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
-  exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
-  [[ "$exe" == "$(cat "$state/pids/$1.exe" 2>/dev/null)" ]]
+  [[ -n "$pid" ]] || return 1
+  now="$(start_time_of "$pid")" || return 1
+  [[ "$now" == "$(cat "$state/pids/$1.start" 2>/dev/null)" ]]
 }
 
 start_proc() { # <component> <binary> args...
@@ -66,7 +73,7 @@ start_proc() { # <component> <binary> args...
   # place and $! is the component's own PID.
   setsid "$binary" "$@" </dev/null >>"$state/logs/$name.log" 2>&1 9>&- &
   echo $! >"$state/pids/$name.pid"
-  echo "$binary" >"$state/pids/$name.exe"
+  start_time_of $! >"$state/pids/$name.start"
 }
 
 stop_proc() { # <component>
@@ -85,7 +92,7 @@ stop_proc() { # <component>
     fi
     log "stopped $name (pid $pid)"
   fi
-  rm -f "$state/pids/$name.pid" "$state/pids/$name.exe"
+  rm -f "$state/pids/$name.pid" "$state/pids/$name.start"
 }
 
 # ---- ports -------------------------------------------------------------------------------
@@ -126,6 +133,11 @@ keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign admin "/O=system:masters/CN=open-autoglm-admin" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  # Front proxy (aggregation layer / request-header authentication): without it every
+  # component logs "missing content for CA bundle ... requestheader-client-ca-file".
+  sign front-proxy-client "/CN=front-proxy-client" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
   # Service-account token signing key pair (RSA: the most widely accepted for JWT RS256).
@@ -218,6 +230,10 @@ start_base() {
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
     --cert-dir="$d" --tls-cert-file="$d/apiserver.crt" --tls-private-key-file="$d/apiserver.key" \
     --client-ca-file="$d/ca.crt" \
+    --requestheader-client-ca-file="$d/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$d/front-proxy-client.crt" --proxy-client-key-file="$d/front-proxy-client.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \

@@ -29,7 +29,11 @@ mkdir -p "$cache" "$bindir"
 log() { printf 'tools: %s\n' "$*" >&2; }
 
 # Time of the upstream tag as served by the module proxy: used as buildDate (reproducible).
-tag_time() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Time": "\(.*\)",$/\1/p'; }
+tag_time() {
+  local info
+  info="$(go mod download -json "$1" | sed -n 's/^[[:space:]]*"Info": "\(.*\)",$/\1/p')"
+  sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info"
+}
 
 # recipe_<component>: sets `pkgs` (package=output-name pairs) and `ldflags`.
 recipe_kubernetes() {

@@ -50,7 +50,6 @@
 //! `try_` twin returning [`Error`].
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -618,7 +617,7 @@ impl Drop for TestNamespace {
         if std::thread::panicking() {
             eprintln!("{}", self.dump());
         }
-        if std::env::var_os(KEEP_NAMESPACES_ENV).is_some_and(|v| v == OsStr::new("1")) {
+        if std::env::var_os(KEEP_NAMESPACES_ENV).is_some_and(|v| v == "1") {
             eprintln!("keeping test namespace {} ({KEEP_NAMESPACES_ENV}=1)", self.name);
             return;
         }
