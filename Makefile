@@ -61,8 +61,8 @@ test: ## everything CI checks: lint, drift checks, unit, property and integratio
 # local control plane (helm-check) and the rendered RBAC exercised by the real binaries
 # (rbac-check). Linters come from PyPI into a cached venv (hack/lint-tools.sh).
 LINT_TOOLS = $(shell hack/lint-tools.sh)
-INSTALL_SCRIPTS := e2e/kind/run.sh e2e/install/helm-check.sh e2e/install/rbac-check.sh \
-	hack/render-manifests.sh hack/lint-tools.sh
+INSTALL_SCRIPTS := e2e/kind/run.sh e2e/kind/check-mirror.sh e2e/install/helm-check.sh \
+	e2e/install/rbac-check.sh hack/render-manifests.sh hack/lint-tools.sh
 .PHONY: manifests manifests-check helm-lint helm-check rbac-check docker-lint shell-lint install-check
 manifests: ## regenerate the chart's values.schema.json and manifests/ from the chart
 	hack/chart-schema.py
@@ -88,7 +88,9 @@ rbac-check: tools ## run controller and node agent with the rendered manifests' 
 docker-lint: ## hadolint the Dockerfile
 	$(LINT_TOOLS)/hadolint Dockerfile
 
-shell-lint: ## shellcheck the install and kind e2e scripts
+shell-lint: ## shellcheck the install and kind e2e scripts; the kind script takes every make demo step
 	$(LINT_TOOLS)/shellcheck $(INSTALL_SCRIPTS)
+	e2e/kind/check-mirror.sh
+	.tools/bin/helm lint --strict charts/open-autoglm -f e2e/kind/values.yaml
 
 install-check: manifests-check docker-lint shell-lint helm-check rbac-check ## every install check (CI)
