@@ -193,8 +193,15 @@ fn placement(
         let list = make_variant(&base, &node_list, variant, seed);
         let workload = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
         let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
-        let mut pol = policy_by_name(policy, seed, &typical)?;
-        Ok(run(&node_list, &workload, pol.as_mut(), &typical, seed))
+        let mut pol = policy_by_name(policy, seed, &workload)?;
+        Ok(run(
+            &node_list,
+            &workload,
+            pol.as_mut(),
+            policy,
+            &typical,
+            seed,
+        ))
     };
     let jobs = jobs.max(1);
     let results: Vec<anyhow::Result<RunSummary>> = if jobs == 1 {
@@ -374,9 +381,9 @@ fn synthetic(
     println!("| policy | nodes | pods | placed | decisions/s |");
     println!("|---|---|---|---|---|");
     for p in &policies {
-        let mut pol = policy_by_name(p, seed, &typical)?;
+        let mut pol = policy_by_name(p, seed, &workload)?;
         let t0 = Instant::now();
-        let r = run(&node_list, &workload, pol.as_mut(), &typical, seed);
+        let r = run(&node_list, &workload, pol.as_mut(), p, &typical, seed);
         let _ = t0;
         let placed = r.pods as u64 - r.steps.last().map_or(0, |s| s.failed_pods);
         println!(

@@ -38,7 +38,7 @@ pub use baselines::{
     BestFit, DotProd, GpuClustering, GpuPacking, LeastAllocated, LeastLoaded, MostAllocated,
     RandomFit, RoundRobin,
 };
-pub use fgd::{AutoGlm, Fgd, TypicalPods, TypicalSpec};
+pub use fgd::{AutoGlm, AutoGlmConfig, Fgd, TypicalPods, TypicalSpec};
 
 /// Normalisation constant for CPU in BestFit and DotProd, in milli-CPU.
 ///
@@ -107,8 +107,9 @@ pub const POLICY_NAMES: [&str; 11] = [
 ];
 
 /// Extra names accepted by [`policy_by_name`] for experiments: `fgd-random-ties` is FGD with
-/// kube-scheduler's random choice among top-scored nodes.
-pub const EXTRA_POLICY_NAMES: [&str; 1] = ["fgd-random-ties"];
+/// kube-scheduler's random choice among top-scored nodes; `autoglm-95` uses FGD's 95%
+/// typical pods; `autoglm-no-strand` drops the CPU-stranding term (ablations).
+pub const EXTRA_POLICY_NAMES: [&str; 3] = ["fgd-random-ties", "autoglm-95", "autoglm-no-strand"];
 
 /// Errors building a policy.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,15 +119,16 @@ pub enum PolicyError {
     Unknown(String),
 }
 
-/// Build a policy by its CLI name. `seed` seeds its tie-breaking RNG; `typical` is the
-/// workload's typical pods (used by `fgd` and `autoglm`).
+/// Build a policy by its CLI name. `seed` seeds its tie-breaking RNG; `workload` is the pod
+/// population the fragmentation-aware policies measure against (`fgd` builds its typical
+/// pods from it; `autoglm` its request shapes).
 ///
 /// # Errors
 /// [`PolicyError::Unknown`] for a name not in [`POLICY_NAMES`].
 pub fn policy_by_name(
     name: &str,
     seed: u64,
-    typical: &TypicalPods,
+    workload: &[PodRequest],
 ) -> Result<Box<dyn Policy>, PolicyError> {
     Ok(match name {
         "random" => Box::new(RandomFit::new(seed)),
@@ -138,9 +140,29 @@ pub fn policy_by_name(
         "gpu-clustering" => Box::new(GpuClustering::new()),
         "gpu-packing" => Box::new(GpuPacking::new()),
         "best-fit" => Box::new(BestFit::new()),
-        "fgd" => Box::new(Fgd::new(typical.clone())),
-        "fgd-random-ties" => Box::new(Fgd::with_random_ties(typical.clone(), seed)),
-        "autoglm" => Box::new(AutoGlm::new(typical.clone())),
+        "fgd" => Box::new(Fgd::new(TypicalPods::from_requests(
+            workload,
+            fgd::TYPICAL_POPULARITY,
+        ))),
+        "fgd-random-ties" => Box::new(Fgd::with_random_ties(
+            TypicalPods::from_requests(workload, fgd::TYPICAL_POPULARITY),
+            seed,
+        )),
+        "autoglm" => Box::new(AutoGlm::from_workload(workload)),
+        "autoglm-95" => Box::new(AutoGlm::with_config(
+            workload,
+            AutoGlmConfig {
+                popularity: fgd::TYPICAL_POPULARITY,
+                ..AutoGlmConfig::default()
+            },
+        )),
+        "autoglm-no-strand" => Box::new(AutoGlm::with_config(
+            workload,
+            AutoGlmConfig {
+                cpu_strand_weight: 0.0,
+                ..AutoGlmConfig::default()
+            },
+        )),
         other => return Err(PolicyError::Unknown(other.to_string())),
     })
 }

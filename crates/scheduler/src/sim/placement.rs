@@ -102,11 +102,13 @@ pub struct RunSummary {
     pub decide_secs: f64,
 }
 
-/// Replay `pods` (already inflated and shuffled) on `nodes` with `policy`.
+/// Replay `pods` (already inflated and shuffled) on `nodes` with `policy`, reported under
+/// `label`; `typical` is the fragmentation yardstick for `frag_pct`.
 pub fn run(
     nodes: &[NodeState],
     pods: &[PodRequest],
     policy: &mut dyn Policy,
+    label: &str,
     typical: &TypicalPods,
     seed: u64,
 ) -> RunSummary {
@@ -118,7 +120,7 @@ pub fn run(
     let mut failed: u64 = 0;
     let mut next_step: u32 = 0;
     let mut decide = std::time::Duration::ZERO;
-    let name = policy.name().to_string();
+    let name = label.to_string();
     let snapshot = |cluster: &Cluster, step: u32, failed: u64, steps: &mut Vec<StepReport>| {
         let used = cluster.gpu_milli_used() as f64;
         steps.push(StepReport {
