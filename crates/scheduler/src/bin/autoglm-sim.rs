@@ -77,6 +77,24 @@ enum Cmd {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Replay Azure LLM inference requests onto heterogeneous GPU servers.
+    Serving {
+        /// Azure LLM trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Cluster YAML (model, GPU types, servers, batching, SLO).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Routing policies, comma separated: rr, least-loaded, autoglm.
+        #[arg(long, value_delimiter = ',', default_value = "rr,least-loaded,autoglm")]
+        policy: Vec<String>,
+        /// Arrival-rate multipliers, comma separated (2 = twice as many requests per second).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        rate_scale: Vec<f64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Placement speed on a synthetic cluster: nodes and pods drawn from the trace lists.
     Synthetic {
         /// Node list CSV to draw node shapes from.
@@ -394,6 +412,59 @@ fn synthetic(
     Ok(())
 }
 
+fn serving_cmd(
+    trace: PathBuf,
+    cluster: PathBuf,
+    policies: Vec<String>,
+    scales: Vec<f64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    use autoglm_scheduler::sim::serving::{Routing, ServingCluster, load_trace, simulate};
+    let cluster = ServingCluster::load(&cluster)?;
+    let trace = load_trace(&trace)?;
+    let routes = policies
+        .iter()
+        .map(|p| Routing::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    for &x in &scales {
+        if !(x > 0.0) {
+            bail!("--rate-scale: {x} must be positive");
+        }
+    }
+    let mut reports = Vec::new();
+    for &x in &scales {
+        for &r in &routes {
+            reports.push(simulate(&cluster, &trace, r, x));
+        }
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(&reports)?),
+        Format::Table => {
+            println!(
+                "| rate x | policy | requests | mean ms | p50 ms | p99 ms | req/s | tokens/s | req/s in SLO | GPU busy % | SLO % |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+            for r in &reports {
+                println!(
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} |",
+                    r.rate_scale,
+                    r.policy,
+                    r.requests,
+                    r.mean_ms,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.throughput_rps,
+                    r.tokens_per_s,
+                    r.goodput_rps,
+                    r.gpu_busy_pct,
+                    r.slo_pct
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -413,6 +484,13 @@ fn main() -> anyhow::Result<()> {
             variant,
             seed,
         } => generate(nodes, pods, variant, seed),
+        Cmd::Serving {
+            trace,
+            cluster,
+            policy,
+            rate_scale,
+            format,
+        } => serving_cmd(trace, cluster, policy, rate_scale, format),
         Cmd::Synthetic {
             nodes,
             pods,
