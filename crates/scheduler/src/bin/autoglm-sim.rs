@@ -427,7 +427,7 @@ fn serving_cmd(
         .map(|p| Routing::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
     for &x in &scales {
-        if !(x > 0.0) {
+        if x.is_nan() || x <= 0.0 {
             bail!("--rate-scale: {x} must be positive");
         }
     }
