@@ -52,6 +52,8 @@ start_time_of() { # <pid>: prints the start time, fails when the process does no
   local stat
   stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
   stat="${stat##*) }" # drop "pid (comm) ", comm may contain spaces
+  # A zombie (state Z) has exited; it only waits for its new parent (init) to reap it.
+  [[ "${stat%% *}" != Z ]] || return 1
   awk '{print $20}' <<<"$stat"
 }
 alive() { # <component>
@@ -97,14 +99,20 @@ stop_proc() { # <component>
 
 # ---- ports -------------------------------------------------------------------------------
 taken_ports=" "
-free_port() {
-  local p i
+# Ports are drawn below the kernel's ephemeral range (ip_local_port_range, usually from 32768
+# up): a port in that range may be the local end of some outgoing connection, and binding it
+# then fails with "address already in use" even though nothing listens there. A port counts as
+# free when no socket in any state uses it.
+free_port() { # sets $port (no subshell, so $taken_ports keeps track within one run)
+  local p i lo=32768
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  (( lo > 12000 )) || die "ephemeral port range starts at $lo: no room below it for our ports"
   for ((i = 0; i < 200; i++)); do
-    p=$(( (RANDOM * 32768 + RANDOM) % 30000 + 20000 ))
+    p=$(( (RANDOM * 32768 + RANDOM) % (lo - 11000) + 11000 ))
     [[ "$taken_ports" == *" $p "* ]] && continue
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+    if ! ss -Htan "sport = :$p" 2>/dev/null | grep -q .; then
       taken_ports+="$p "
-      echo "$p"
+      port="$p"
       return 0
     fi
   done
@@ -212,7 +220,9 @@ start_base() {
   local t0=$SECONDS etcd_port peer_port api_port
   [[ -d "$state" ]] && stop_all_and_wipe
   mkdir -p "$state"
-  etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+  free_port; etcd_port="$port"
+  free_port; peer_port="$port"
+  free_port; api_port="$port"
   gen_pki
   printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' "$etcd_port" "$peer_port" "$api_port" >"$state/ports.env"
 
@@ -253,7 +263,8 @@ etcd_healthy() { # <port>
 ensure_port_var() { # <VAR>: reuse the recorded port or pick and record a new one
   local var="$1"
   if [[ -z "${!var:-}" ]]; then
-    printf -v "$var" '%s' "$(free_port)"
+    free_port
+    printf -v "$var" '%s' "$port"
     echo "$var=${!var}" >>"$state/ports.env"
   fi
 }
@@ -294,8 +305,6 @@ start_kwok() {
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --manage-nodes-with-label-selector= \
-    --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
-    --disregard-status-with-label-selector= \
     --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:$KWOK_PORT"
   wait_for kwok "healthy" http_ok "$KWOK_PORT" /healthz || return 1

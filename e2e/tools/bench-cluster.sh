@@ -12,6 +12,8 @@ export AUTOGLM_CLUSTER_DIR
 AUTOGLM_CLUSTER_DIR="$(mktemp -d "${TMPDIR:-/tmp}/autoglm-bench-cluster.XXXXXX")"
 rmdir "$AUTOGLM_CLUSTER_DIR"
 kubectl="$root/.tools/bin/kubectl"
+# On any failure, leave nothing behind.
+trap '[[ -d "$AUTOGLM_CLUSTER_DIR" ]] && "$root/e2e/cluster.sh" down >/dev/null 2>&1 || true' EXIT
 times=()
 printf '| cycle | cluster-up (s) | cluster-down (s) |\n|---|---|---|\n'
 for ((i = 1; i <= cycles; i++)); do
