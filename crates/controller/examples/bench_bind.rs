@@ -1,0 +1,275 @@
+//! Binding throughput benchmark (not a test): time from applying N single-replica
+//! InferenceJobs on M KWOK nodes until every replica pod is bound by autoglm-controller, side
+//! by side with kube-scheduler binding N equivalent plain pods on the same nodes.
+//!
+//! ```text
+//! cargo run --release -p autoglm-controller --example bench_bind -- [--nodes 500] [--jobs 1000] [--runs 1]
+//! ```
+//!
+//! Starts (or reuses) the test control plane with KWOK and kube-scheduler
+//! (`e2e/cluster.sh up --with-kwok --with-scheduler`), runs the controller in-process, prints
+//! a table. Both sides start the clock before the first create call and stop it when a list
+//! shows every pod with `spec.nodeName`; both create with the same client concurrency.
+
+use std::time::{Duration, Instant};
+
+use autoglm_testkit::Component;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const POOL: &str = "autoglm.bench/pool";
+/// Creates in flight at once, for both sides.
+const CREATE_CONCURRENCY: usize = 32;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn wait_bound(
+    pods: &Api<Pod>,
+    selector: &str,
+    n: usize,
+    timeout: Duration,
+) -> Option<Instant> {
+    let start = Instant::now();
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        let bound = list
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        if bound >= n {
+            return Some(Instant::now());
+        }
+        if start.elapsed() > timeout {
+            eprintln!("timed out: {bound}/{n} bound");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn make_nodes(client: &Client, pool: &str, n: usize) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let gpu_nodes: Api<autoglm_api::GpuNode> = Api::all(client.clone());
+    futures::stream::iter(0..n)
+        .for_each_concurrent(CREATE_CONCURRENCY, |i| {
+            let nodes = nodes.clone();
+            let gpu_nodes = gpu_nodes.clone();
+            async move {
+                let name = format!("{pool}-{i:04}");
+                let cap = json!({"cpu": "64", "memory": "512Gi", "pods": "110", "autoglm.io/gpu": "8"});
+                let node: Node = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": {POOL: pool, "type": "kwok"}},
+                    "status": {"capacity": cap, "allocatable": cap},
+                }))
+                .expect("node json");
+                let _ = nodes.create(&PostParams::default(), &node).await;
+                let _ = nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"capacity": cap, "allocatable": cap}}))).await;
+                let gn = json!({"apiVersion": "autoglm.io/v1alpha1", "kind": "GpuNode", "metadata": {"name": name, "labels": {POOL: pool}}, "spec": {}});
+                let _ = gpu_nodes.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&gn)).await;
+                let gpus: Vec<_> = (0..8).map(|g| json!({"index": g, "uuid": format!("SIM-{name}-{g}"), "productName": "NVIDIA A100-SXM4-40GB",
+                    "memoryTotalMiB": 40960, "memoryUsedMiB": 0, "memoryFreeMiB": 40960, "health": {"status": "Healthy"}})).collect();
+                let st = json!({"apiVersion": "autoglm.io/v1alpha1", "kind": "GpuNode", "status": {"source": "simulated", "gpuCount": 8, "gpus": gpus}});
+                let _ = gpu_nodes.patch_status(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&st)).await;
+            }
+        })
+        .await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n_nodes = arg("--nodes", 500);
+    let n_jobs = arg("--jobs", 1000);
+    let runs = arg("--runs", 1);
+    autoglm_testkit::ensure_components(&[
+        Component::ControllerManager,
+        Component::Kwok,
+        Component::Scheduler,
+    ]);
+    let client = autoglm_testkit::client().await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
+    for crd in autoglm_api::crd::all() {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pool = format!("bench{}", std::process::id());
+    eprintln!("creating {n_nodes} KWOK nodes (pool {pool})...");
+    make_nodes(&client, &pool, n_nodes).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for run in 0..runs {
+        // --- autoglm-controller ---
+        let ns = autoglm_testkit::TestNamespace::new(&format!("bench-ctl-{run}")).await;
+        let args = <autoglm_controller::app::Args as clap::Parser>::parse_from([
+            "autoglm-controller",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--namespace",
+            ns.name(),
+            "--node-selector",
+            &format!("{POOL}={pool}"),
+            "--worker-image",
+            "autoglm-worker:bench",
+        ]);
+        let ctl = tokio::spawn(autoglm_controller::app::run(args));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let jobs: Api<autoglm_api::InferenceJob> = Api::namespaced(client.clone(), ns.name());
+        let t0 = Instant::now();
+        futures::stream::iter(0..n_jobs)
+            .for_each_concurrent(CREATE_CONCURRENCY, |i| {
+                let jobs = jobs.clone();
+                async move {
+                    let j: autoglm_api::InferenceJob = serde_json::from_value(json!({
+                        "apiVersion": "autoglm.io/v1alpha1", "kind": "InferenceJob", "metadata": {"name": format!("j-{i:04}")},
+                        "spec": {"model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
+                                 "input": {"uri": "file:///in.jsonl"}, "output": {"uri": "file:///out/"},
+                                 "replicas": 1, "resources": {"gpu": {"count": 1}, "cpu": "100m", "memory": "128Mi"}}
+                    }))
+                    .expect("job json");
+                    if let Err(e) = jobs.create(&PostParams::default(), &j).await {
+                        eprintln!("create job: {e}");
+                    }
+                }
+            })
+            .await;
+        let created = t0.elapsed();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+        let done = wait_bound(&pods, "autoglm.io/job", n_jobs, Duration::from_secs(900)).await;
+        // Delete the jobs while the controller runs, so its finalizer releases them.
+        let _ = jobs
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        for _ in 0..600 {
+            if jobs
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items.is_empty())
+                .unwrap_or(true)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ctl.abort();
+        if let Some(t1) = done {
+            let s = (t1 - t0).as_secs_f64();
+            eprintln!(
+                "autoglm-controller run {run}: {n_jobs} jobs created in {:.1} s, all bound after {s:.2} s",
+                created.as_secs_f64()
+            );
+            ours.push(s);
+        }
+        // Free the GPUs for kube-scheduler: delete the jobs' pods outright.
+        let _ = pods
+            .delete_collection(
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                },
+                &ListParams::default(),
+            )
+            .await;
+        drop(ns);
+
+        // --- kube-scheduler ---
+        let ns = autoglm_testkit::TestNamespace::new(&format!("bench-ks-{run}")).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+        let t0 = Instant::now();
+        futures::stream::iter(0..n_jobs)
+            .for_each_concurrent(CREATE_CONCURRENCY, |i| {
+                let pods = pods.clone();
+                let pool = pool.clone();
+                async move {
+                    let p: Pod = serde_json::from_value(json!({
+                        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p-{i:04}"), "labels": {"bench": "ks"}},
+                        "spec": {"nodeSelector": {POOL: pool}, "restartPolicy": "Never",
+                                 "containers": [{"name": "worker", "image": "autoglm-worker:bench",
+                                   "resources": {"requests": {"cpu": "100m", "memory": "128Mi", "autoglm.io/gpu": "1"}, "limits": {"autoglm.io/gpu": "1"}}}]}
+                    }))
+                    .expect("pod json");
+                    if let Err(e) = pods.create(&PostParams::default(), &p).await {
+                        eprintln!("create pod: {e}");
+                    }
+                }
+            })
+            .await;
+        let created = t0.elapsed();
+        if let Some(t1) = wait_bound(&pods, "bench=ks", n_jobs, Duration::from_secs(900)).await {
+            let s = (t1 - t0).as_secs_f64();
+            eprintln!(
+                "kube-scheduler run {run}: {n_jobs} pods created in {:.1} s, all bound after {s:.2} s",
+                created.as_secs_f64()
+            );
+            theirs.push(s);
+        }
+        let _ = pods
+            .delete_collection(
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::default()
+                },
+                &ListParams::default(),
+            )
+            .await;
+        drop(ns);
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let _ = nodes
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("{POOL}={pool}")),
+        )
+        .await;
+    let gns: Api<autoglm_api::GpuNode> = Api::all(client.clone());
+    let _ = gns
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&format!("{POOL}={pool}")),
+        )
+        .await;
+
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    println!("| binder | nodes | pods | runs | median time to all bound (s) | pods/s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, v) in [
+        (
+            "autoglm-controller (InferenceJob -> pod -> bind)",
+            &mut ours,
+        ),
+        ("kube-scheduler (plain pods)", &mut theirs),
+    ] {
+        let runs = v.len();
+        match median(v) {
+            Some(s) => println!(
+                "| {name} | {n_nodes} | {n_jobs} | {runs} | {s:.2} | {:.0} |",
+                n_jobs as f64 / s
+            ),
+            None => println!("| {name} | {n_nodes} | {n_jobs} | 0 | timed out | - |"),
+        }
+    }
+    Ok(())
+}
