@@ -33,9 +33,21 @@ cluster-status: ## show the local control plane's processes and /readyz
 	e2e/cluster.sh status
 
 ## ---- API (issue 3) ----
-.PHONY: crds
+.PHONY: crds crds-check
+CRD_DIRS := crds charts/open-autoglm/crds
 crds: ## regenerate crds/ (and the chart's copy) from the Rust types
-	$(CARGO) run --quiet -p autoglm-api --bin crdgen -- --out crds
+	$(CARGO) run --quiet -p autoglm-api --bin crdgen -- $(addprefix --out ,$(CRD_DIRS))
+
+crds-check: ## fail when the committed CRD YAML differs from what the Rust types generate
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(CARGO) run --quiet -p autoglm-api --bin crdgen -- --out "$$tmp"; \
+	status=0; \
+	for dir in $(CRD_DIRS); do \
+	  if ! diff -ru "$$tmp" "$$dir"; then \
+	    echo "crds-check: $$dir differs from the generated CRDs; run 'make crds' and commit" >&2; status=1; \
+	  fi; \
+	done; \
+	[ $$status -eq 0 ] && echo "crds-check: $(CRD_DIRS) match the Rust types"; exit $$status
 
 ## ---- libtorch (issue 5) ----
 .PHONY: torch

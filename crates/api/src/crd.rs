@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use crate::{GpuNode, InferenceJob};
@@ -29,10 +31,66 @@ pub enum CrdError {
     },
 }
 
-/// Every CRD of the API, in a stable order.
+/// Every CRD of the API, in a stable order: [`inference_job`], [`gpu_node`].
 #[must_use]
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![InferenceJob::crd(), GpuNode::crd()]
+    vec![inference_job(), gpu_node()]
+}
+
+/// The `inferencejobs.autoglm.io` CRD exactly as committed under `crds/` (use this rather
+/// than `InferenceJob::crd()`, whose descriptions keep the source line breaks).
+#[must_use]
+pub fn inference_job() -> CustomResourceDefinition {
+    polish(InferenceJob::crd())
+}
+
+/// The `gpunodes.autoglm.io` CRD exactly as committed under `crds/`.
+#[must_use]
+pub fn gpu_node() -> CustomResourceDefinition {
+    polish(GpuNode::crd())
+}
+
+/// Doc comments are wrapped at 100 columns in the source; `kubectl explain` re-wraps text
+/// itself, so single line breaks become spaces (blank lines, i.e. paragraphs, stay).
+fn polish(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            unwrap_descriptions(schema);
+        }
+    }
+    crd
+}
+
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(text) = schema.description.as_mut() {
+        *text = unwrap_lines(text);
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(child);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(child)) => unwrap_descriptions(child),
+        Some(JSONSchemaPropsOrArray::Schemas(children)) => {
+            children.iter_mut().for_each(unwrap_descriptions);
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(child)) = schema.additional_properties.as_mut() {
+        unwrap_descriptions(child);
+    }
+}
+
+/// Joins the lines of each paragraph with single spaces; paragraphs stay separated by a
+/// blank line.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|para| para.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// File name of a CRD: `<metadata.name>.yaml` (e.g. `inferencejobs.autoglm.io.yaml`).
@@ -75,4 +133,16 @@ pub fn write_all(dir: &Path) -> Result<Vec<PathBuf>, CrdError> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unwrap_lines;
+
+    #[test]
+    fn unwrap_lines_joins_wrapped_lines_and_keeps_paragraphs() {
+        assert_eq!(unwrap_lines("a b\nc d"), "a b c d");
+        assert_eq!(unwrap_lines("one\n  two\n\nthree"), "one two\n\nthree");
+        assert_eq!(unwrap_lines("single"), "single");
+    }
 }
