@@ -305,6 +305,10 @@ pub struct AutoGlmConfig {
     /// Weight of the CPU-stranding growth, in milli-GPU per milli-GPU of stranding (1.0: a
     /// stranded GPU counts as much as a fragmented one). 0 disables it.
     pub cpu_strand_weight: f64,
+    /// Exponent of the host-scarcity factor `(GPU nodes / nodes able to host the shape)` on
+    /// each shape's weight; 0 disables it. 2 was the smallest integer that removed the early
+    /// failures of 120-vCPU 8-GPU pods on the default list (docs/benchmarks.md).
+    pub scarcity: f64,
 }
 
 impl Default for AutoGlmConfig {
@@ -312,11 +316,12 @@ impl Default for AutoGlmConfig {
         Self {
             popularity: 1.0,
             cpu_strand_weight: 1.0,
+            scarcity: 2.0,
         }
     }
 }
 
-/// `autoglm`: fragmentation gradient descent with three changes, each measured in
+/// `autoglm`: fragmentation gradient descent with four changes, each measured in
 /// docs/benchmarks.md ("autoglm ablation"):
 ///
 /// 1. **All request shapes** ([`AutoGlmConfig::popularity`] = 1.0): FGD's 95% cut drops the
@@ -327,7 +332,12 @@ impl Default for AutoGlmConfig {
 ///    free CPU cannot feed at the workload's usual ratio. FGD sees CPU only through whether
 ///    each typical pod still fits, so it spends the CPU of GPU-rich nodes on CPU-heavy pods.
 ///    The growth of stranding is added to the fragmentation growth.
-/// 3. **Exact scores and informed ties**: no integer rounding; among equal scores the
+/// 3. **Host scarcity**: a shape only a few nodes can ever host (8 GPUs with 120 vCPUs fits
+///    only the 39 G3 nodes of the openb cluster) has its weight multiplied by
+///    `(GPU nodes / host nodes)^scarcity`, so those nodes are kept for it rather than spent
+///    on pods that fit anywhere (the "keep rare types for the pods that need them",
+///    applied to every node dimension, not only the GPU type).
+/// 4. **Exact scores and informed ties**: no integer rounding; among equal scores the
 ///    smallest weighted leftover (BestFit's measure) wins, then the lowest node index:
 ///    deterministic, and it packs instead of spreading.
 ///
@@ -342,6 +352,7 @@ pub struct AutoGlm {
     cache: FragCache,
     config: AutoGlmConfig,
     rho_cpu: f64,
+    scarcity_for: Option<usize>,
 }
 
 impl AutoGlm {
@@ -364,7 +375,44 @@ impl AutoGlm {
             cache: FragCache::default(),
             config,
             rho_cpu: if cpu > 0.0 { gpu / cpu } else { 0.0 },
+            scarcity_for: None,
         }
+    }
+    /// Scale each shape's weight by `GPU nodes / nodes that could host it when idle`, once
+    /// per cluster size: shapes only a few nodes can ever host (e.g. 8 GPUs with 120 vCPUs:
+    /// 39 of 1,213 openb nodes) weigh more, so those nodes are kept for them.
+    fn apply_scarcity(&mut self, cluster: &Cluster) {
+        if self.config.scarcity == 0.0 || self.scarcity_for == Some(cluster.nodes.len()) {
+            return;
+        }
+        self.scarcity_for = Some(cluster.nodes.len());
+        let gpu_nodes = cluster
+            .nodes
+            .iter()
+            .filter(|n| !n.gpus.is_empty())
+            .count()
+            .max(1) as f64;
+        for s in &mut self.typical.specs {
+            if s.num_gpu == 0 {
+                continue;
+            }
+            let hosts = cluster
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.gpus.len() >= s.num_gpu as usize
+                        && n.cpu_milli >= s.cpu_milli
+                        && s.allows(n.gpu_model())
+                })
+                .count();
+            let m = if hosts == 0 {
+                1.0
+            } else {
+                gpu_nodes / hosts as f64
+            };
+            s.weight *= m.powf(self.config.scarcity);
+        }
+        self.cache = FragCache::default();
     }
     /// Milli-GPU per milli-CPU asked by the workload's GPU pods.
     pub fn rho_cpu(&self) -> f64 {
@@ -417,6 +465,7 @@ impl Policy for AutoGlm {
     ) -> Option<Placement> {
         // Scores are sums of products of milli-GPU and shares: equal within 1e-6 milli-GPU.
         const EPS: f64 = 1e-6;
+        self.apply_scarcity(cluster);
         let mut best: Option<(f64, f64, usize, GpuPick)> = None;
         for &n in feasible {
             let (s, pick) = self.score(cluster, n, req);

@@ -108,8 +108,14 @@ pub const POLICY_NAMES: [&str; 11] = [
 
 /// Extra names accepted by [`policy_by_name`] for experiments: `fgd-random-ties` is FGD with
 /// kube-scheduler's random choice among top-scored nodes; `autoglm-95` uses FGD's 95%
-/// typical pods; `autoglm-no-strand` drops the CPU-stranding term (ablations).
-pub const EXTRA_POLICY_NAMES: [&str; 3] = ["fgd-random-ties", "autoglm-95", "autoglm-no-strand"];
+/// typical pods; `autoglm-no-strand` drops the CPU-stranding term; `autoglm-no-scarcity`
+/// drops the host-scarcity factor (ablations).
+pub const EXTRA_POLICY_NAMES: [&str; 4] = [
+    "fgd-random-ties",
+    "autoglm-95",
+    "autoglm-no-strand",
+    "autoglm-no-scarcity",
+];
 
 /// Errors building a policy.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -153,6 +159,13 @@ pub fn policy_by_name(
             workload,
             AutoGlmConfig {
                 popularity: fgd::TYPICAL_POPULARITY,
+                ..AutoGlmConfig::default()
+            },
+        )),
+        "autoglm-no-scarcity" => Box::new(AutoGlm::with_config(
+            workload,
+            AutoGlmConfig {
+                scarcity: 0.0,
                 ..AutoGlmConfig::default()
             },
         )),
