@@ -42,11 +42,7 @@ pub struct GpuAssignment {
     /// Assigned GPUs (index and UUID).
     pub gpus: Vec<AssignedGpu>,
     /// GPU memory cap of a slice in MiB.
-    #[serde(
-        default,
-        rename = "memoryMiB",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<i64>,
     /// Compute share of a slice in milli-GPU (1000 = a whole GPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]

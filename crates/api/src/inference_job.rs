@@ -346,11 +346,7 @@ pub struct GpuRequest {
 
     /// GPU memory of a slice in MiB (> 0, at most 1 TiB); the slice is one GPU shared with
     /// other replicas. Mutually exclusive with count.
-    #[serde(
-        default,
-        rename = "memoryMiB",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_048_576))]
     pub memory_mib: Option<i64>,
 
@@ -669,11 +665,7 @@ pub struct ReplicaStatus {
     pub gpus: Vec<AssignedGpu>,
 
     /// GPU memory cap of a slice in MiB (absent for whole GPUs).
-    #[serde(
-        default,
-        rename = "memoryMiB",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<i64>,
 
     /// Compute share of a slice in milli-GPU (absent for whole GPUs).

@@ -17,8 +17,8 @@ pub use gpu_node::{
     InventorySource, MigDevice, MigMode,
 };
 pub use inference_job::{
-    AssignedGpu, Backoff, BatchingSpec, CheckpointSpec, GpuRequest, InferenceJob,
-    InferenceJobSpec, InferenceJobStatus, InputFormat, InputSpec, ItemTotals, JobPhase,
-    ModelSpec, OutputFormat, OutputSpec, Placement, PlacementPolicy, ReplicaResources,
-    ReplicaState, ReplicaStatus, RetryPolicy, Task,
+    AssignedGpu, Backoff, BatchingSpec, CheckpointSpec, GpuRequest, InferenceJob, InferenceJobSpec,
+    InferenceJobStatus, InputFormat, InputSpec, ItemTotals, JobPhase, ModelSpec, OutputFormat,
+    OutputSpec, Placement, PlacementPolicy, ReplicaResources, ReplicaState, ReplicaStatus,
+    RetryPolicy, Task,
 };

@@ -92,7 +92,9 @@ fn valid_job(name: &str) -> Value {
 /// `job` with the value at JSON pointer `path` set to `value` (`None`: removed).
 fn with(mut job: Value, path: &str, value: Option<Value>) -> Value {
     let (parent, key) = path.rsplit_once('/').expect("pointer has a parent");
-    let parent = job.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent} in job"));
+    let parent = job
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("no {parent} in job"));
     let obj = parent.as_object_mut().expect("parent is an object");
     match value {
         Some(v) => {
@@ -114,9 +116,21 @@ async fn examples_are_admitted_and_listed_with_printer_columns() {
 
     let table = kubectl_eventually(&["get", "ij", "-n", ns.name()]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PHASE", "PROGRESS", "READY", "AGE"], "{table}");
-    for name in ["corpus-embed", "faq-embed-sliced", "ticket-language", "ticket-embed"] {
-        assert!(table.lines().any(|l| l.starts_with(name)), "{name} missing:\n{table}");
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "PROGRESS", "READY", "AGE"],
+        "{table}"
+    );
+    for name in [
+        "corpus-embed",
+        "faq-embed-sliced",
+        "ticket-language",
+        "ticket-embed",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{table}"
+        );
     }
 
     // Status values show up in the columns (-o wide adds Items/s and Message).
@@ -136,11 +150,17 @@ async fn examples_are_admitted_and_listed_with_printer_columns() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "PHASE", "PROGRESS", "READY", "ITEMS/S", "MESSAGE", "AGE"],
+        [
+            "NAME", "PHASE", "PROGRESS", "READY", "ITEMS/S", "MESSAGE", "AGE"
+        ],
         "{wide}"
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(&row[..5], ["corpus-embed", "Running", "1234/5000", "2/4", "812.5"], "{wide}");
+    assert_eq!(
+        &row[..5],
+        ["corpus-embed", "Running", "1234/5000", "2/4", "812.5"],
+        "{wide}"
+    );
     assert!(wide.contains("replica 3 waits for a GPU"), "{wide}");
 }
 
@@ -149,16 +169,43 @@ async fn kubectl_explain_shows_the_field_docs() {
     install_crds();
     // kubectl wraps the text at 80 columns: compare with whitespace runs collapsed.
     let flat = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let resources = flat(kubectl_eventually(&["explain", "inferencejob.spec.resources"]));
-    for needle in ["What each replica needs: a GPU", "gpu <Object>", "cpu <Object>", "memory <Object>", "Default \"1\"", "Default \"2Gi\""] {
-        assert!(resources.contains(needle), "missing {needle:?} in:\n{resources}");
+    let resources = flat(kubectl_eventually(&[
+        "explain",
+        "inferencejob.spec.resources",
+    ]));
+    for needle in [
+        "What each replica needs: a GPU",
+        "gpu <Object>",
+        "cpu <Object>",
+        "memory <Object>",
+        "Default \"1\"",
+        "Default \"2Gi\"",
+    ] {
+        assert!(
+            resources.contains(needle),
+            "missing {needle:?} in:\n{resources}"
+        );
     }
-    let gpu = flat(kubectl_eventually(&["explain", "inferencejob.spec.resources.gpu"]));
-    for needle in ["count <integer>", "memoryMiB <integer>", "computeMilli <integer>", "1000 is a whole GPU's compute", "autoglm.io/gpu-memory-gib"] {
+    let gpu = flat(kubectl_eventually(&[
+        "explain",
+        "inferencejob.spec.resources.gpu",
+    ]));
+    for needle in [
+        "count <integer>",
+        "memoryMiB <integer>",
+        "computeMilli <integer>",
+        "1000 is a whole GPU's compute",
+        "autoglm.io/gpu-memory-gib",
+    ] {
         assert!(gpu.contains(needle), "missing {needle:?} in:\n{gpu}");
     }
     let gpus = flat(kubectl_eventually(&["explain", "gpunode.status.gpus"]));
-    for needle in ["memoryFreeMiB <integer> -required-", "computeCapability <string>", "allocations <[]Object>", "health <Object>"] {
+    for needle in [
+        "memoryFreeMiB <integer> -required-",
+        "computeCapability <string>",
+        "allocations <[]Object>",
+        "health <Object>",
+    ] {
         assert!(gpus.contains(needle), "missing {needle:?} in:\n{gpus}");
     }
 }
@@ -171,95 +218,334 @@ async fn invalid_jobs_are_rejected_with_a_message_naming_the_field() {
     let v = |x: Value| Some(x);
     // (name, mutated job, field the message must name, words it must contain)
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("replicas-zero", with(valid_job("replicas-zero"), "/spec/replicas", v(json!(0))),
-            "spec.replicas", "greater than or equal to 1"),
-        ("gpu-count-and-slice",
-            with(valid_job("gpu-count-and-slice"), "/spec/resources/gpu", v(json!({"count": 1, "memoryMiB": 4096}))),
-            "spec.resources.gpu", "exactly one"),
-        ("gpu-neither", with(valid_job("gpu-neither"), "/spec/resources/gpu", v(json!({}))),
-            "spec.resources.gpu", "exactly one"),
-        ("gpu-count-zero", with(valid_job("gpu-count-zero"), "/spec/resources/gpu", v(json!({"count": 0}))),
-            "spec.resources.gpu.count", "greater than or equal to 1"),
-        ("memory-mib-zero", with(valid_job("memory-mib-zero"), "/spec/resources/gpu", v(json!({"memoryMiB": 0}))),
-            "spec.resources.gpu.memoryMiB", "greater than or equal to 1"),
-        ("compute-over-1000",
-            with(valid_job("compute-over-1000"), "/spec/resources/gpu", v(json!({"memoryMiB": 4096, "computeMilli": 1001}))),
-            "spec.resources.gpu.computeMilli", "less than or equal to 1000"),
-        ("compute-zero",
-            with(valid_job("compute-zero"), "/spec/resources/gpu", v(json!({"memoryMiB": 4096, "computeMilli": 0}))),
-            "spec.resources.gpu.computeMilli", "greater than or equal to 1"),
-        ("compute-without-slice",
-            with(valid_job("compute-without-slice"), "/spec/resources/gpu", v(json!({"count": 1, "computeMilli": 500}))),
-            "spec.resources.gpu.computeMilli", "only allowed with memoryMiB"),
-        ("delay-negative", with(valid_job("delay-negative"), "/spec/batching/maxDelayMs", v(json!(-1))),
-            "spec.batching.maxDelayMs", "greater than or equal to 0"),
-        ("p99-below-delay",
-            with(valid_job("p99-below-delay"), "/spec/batching", v(json!({"maxDelayMs": 50, "targetP99LatencyMs": 20}))),
-            "spec.batching.targetP99LatencyMs", "at least maxDelayMs"),
-        ("backoff-initial-over-max",
-            with(valid_job("backoff-initial-over-max"), "/spec/retryPolicy/backoff", v(json!({"initialSeconds": 600, "maxSeconds": 60}))),
-            "spec.retryPolicy.backoff.initialSeconds", "less than or equal to maxSeconds"),
-        ("depends-on-self", with(valid_job("depends-on-self"), "/spec/dependsOn", v(json!(["a", "depends-on-self"]))),
-            "spec.dependsOn", "cannot depend on itself"),
-        ("depends-on-bad-name", with(valid_job("depends-on-bad-name"), "/spec/dependsOn", v(json!(["Step_One"]))),
-            "spec.dependsOn[0]", "should match"),
-        ("depends-on-duplicate", with(valid_job("depends-on-duplicate"), "/spec/dependsOn", v(json!(["a", "a"]))),
-            "spec.dependsOn[1]", "Duplicate value"),
-        ("deadline-not-rfc3339", with(valid_job("deadline-not-rfc3339"), "/spec/deadline", v(json!("next tuesday"))),
-            "spec.deadline", "date-time"),
-        ("model-uri-empty", with(valid_job("model-uri-empty"), "/spec/model/uri", v(json!(""))),
-            "spec.model.uri", "must be a URI with scheme"),
-        ("input-uri-bad-scheme", with(valid_job("input-uri-bad-scheme"), "/spec/input/uri", v(json!("ftp://host/in.jsonl"))),
-            "spec.input.uri", "must be a URI with scheme"),
-        ("tokenizer-uri-no-scheme", with(valid_job("tokenizer-uri-no-scheme"), "/spec/model/tokenizerUri", v(json!("/models/t.json"))),
-            "spec.model.tokenizerUri", "must be a URI with scheme"),
-        ("task-unknown", with(valid_job("task-unknown"), "/spec/model/task", v(json!("translation"))),
-            "spec.model.task", "Unsupported value"),
-        ("labels-without-classification", with(valid_job("labels-without-classification"), "/spec/model/labels", v(json!(["a", "b"]))),
-            "spec.model.labels", "only allowed when task is classification"),
-        ("output-format-csv", with(valid_job("output-format-csv"), "/spec/output/format", v(json!("csv"))),
-            "spec.output.format", "Unsupported value"),
-        ("input-format-csv", with(valid_job("input-format-csv"), "/spec/input/format", v(json!("csv"))),
-            "spec.input.format", "Unsupported value"),
-        ("policy-unknown", with(valid_job("policy-unknown"), "/spec/placement", v(json!({"policy": "random"}))),
-            "spec.placement.policy", "Unsupported value"),
-        ("priority-and-class",
-            with(with(valid_job("priority-and-class"), "/spec/priority", v(json!(10))), "/spec/priorityClassName", v(json!("high"))),
-            "spec.priorityClassName", "either priority or priorityClassName"),
-        ("checkpoint-empty", with(valid_job("checkpoint-empty"), "/spec/checkpoint", v(json!({}))),
-            "spec.checkpoint", "everyItems, everySeconds or both"),
-        ("max-failed-negative", with(valid_job("max-failed-negative"), "/spec/maxFailedItems", v(json!(-1))),
-            "spec.maxFailedItems", "greater than or equal to 0"),
-        ("retries-over-100", with(valid_job("retries-over-100"), "/spec/retryPolicy/maxRetries", v(json!(101))),
-            "spec.retryPolicy.maxRetries", "less than or equal to 100"),
-        ("model-missing", with(valid_job("model-missing"), "/spec/model", None),
-            "spec.model", "Required value"),
-        ("batch-size-zero", with(valid_job("batch-size-zero"), "/spec/batching/maxBatchSize", v(json!(0))),
-            "spec.batching.maxBatchSize", "greater than or equal to 1"),
+        (
+            "replicas-zero",
+            with(valid_job("replicas-zero"), "/spec/replicas", v(json!(0))),
+            "spec.replicas",
+            "greater than or equal to 1",
+        ),
+        (
+            "gpu-count-and-slice",
+            with(
+                valid_job("gpu-count-and-slice"),
+                "/spec/resources/gpu",
+                v(json!({"count": 1, "memoryMiB": 4096})),
+            ),
+            "spec.resources.gpu",
+            "exactly one",
+        ),
+        (
+            "gpu-neither",
+            with(
+                valid_job("gpu-neither"),
+                "/spec/resources/gpu",
+                v(json!({})),
+            ),
+            "spec.resources.gpu",
+            "exactly one",
+        ),
+        (
+            "gpu-count-zero",
+            with(
+                valid_job("gpu-count-zero"),
+                "/spec/resources/gpu",
+                v(json!({"count": 0})),
+            ),
+            "spec.resources.gpu.count",
+            "greater than or equal to 1",
+        ),
+        (
+            "memory-mib-zero",
+            with(
+                valid_job("memory-mib-zero"),
+                "/spec/resources/gpu",
+                v(json!({"memoryMiB": 0})),
+            ),
+            "spec.resources.gpu.memoryMiB",
+            "greater than or equal to 1",
+        ),
+        (
+            "compute-over-1000",
+            with(
+                valid_job("compute-over-1000"),
+                "/spec/resources/gpu",
+                v(json!({"memoryMiB": 4096, "computeMilli": 1001})),
+            ),
+            "spec.resources.gpu.computeMilli",
+            "less than or equal to 1000",
+        ),
+        (
+            "compute-zero",
+            with(
+                valid_job("compute-zero"),
+                "/spec/resources/gpu",
+                v(json!({"memoryMiB": 4096, "computeMilli": 0})),
+            ),
+            "spec.resources.gpu.computeMilli",
+            "greater than or equal to 1",
+        ),
+        (
+            "compute-without-slice",
+            with(
+                valid_job("compute-without-slice"),
+                "/spec/resources/gpu",
+                v(json!({"count": 1, "computeMilli": 500})),
+            ),
+            "spec.resources.gpu.computeMilli",
+            "only allowed with memoryMiB",
+        ),
+        (
+            "delay-negative",
+            with(
+                valid_job("delay-negative"),
+                "/spec/batching/maxDelayMs",
+                v(json!(-1)),
+            ),
+            "spec.batching.maxDelayMs",
+            "greater than or equal to 0",
+        ),
+        (
+            "p99-below-delay",
+            with(
+                valid_job("p99-below-delay"),
+                "/spec/batching",
+                v(json!({"maxDelayMs": 50, "targetP99LatencyMs": 20})),
+            ),
+            "spec.batching.targetP99LatencyMs",
+            "at least maxDelayMs",
+        ),
+        (
+            "backoff-initial-over-max",
+            with(
+                valid_job("backoff-initial-over-max"),
+                "/spec/retryPolicy/backoff",
+                v(json!({"initialSeconds": 600, "maxSeconds": 60})),
+            ),
+            "spec.retryPolicy.backoff.initialSeconds",
+            "less than or equal to maxSeconds",
+        ),
+        (
+            "depends-on-self",
+            with(
+                valid_job("depends-on-self"),
+                "/spec/dependsOn",
+                v(json!(["a", "depends-on-self"])),
+            ),
+            "spec.dependsOn",
+            "cannot depend on itself",
+        ),
+        (
+            "depends-on-bad-name",
+            with(
+                valid_job("depends-on-bad-name"),
+                "/spec/dependsOn",
+                v(json!(["Step_One"])),
+            ),
+            "spec.dependsOn[0]",
+            "should match",
+        ),
+        (
+            "depends-on-duplicate",
+            with(
+                valid_job("depends-on-duplicate"),
+                "/spec/dependsOn",
+                v(json!(["a", "a"])),
+            ),
+            "spec.dependsOn[1]",
+            "Duplicate value",
+        ),
+        (
+            "deadline-not-rfc3339",
+            with(
+                valid_job("deadline-not-rfc3339"),
+                "/spec/deadline",
+                v(json!("next tuesday")),
+            ),
+            "spec.deadline",
+            "date-time",
+        ),
+        (
+            "model-uri-empty",
+            with(
+                valid_job("model-uri-empty"),
+                "/spec/model/uri",
+                v(json!("")),
+            ),
+            "spec.model.uri",
+            "must be a URI with scheme",
+        ),
+        (
+            "input-uri-bad-scheme",
+            with(
+                valid_job("input-uri-bad-scheme"),
+                "/spec/input/uri",
+                v(json!("ftp://host/in.jsonl")),
+            ),
+            "spec.input.uri",
+            "must be a URI with scheme",
+        ),
+        (
+            "tokenizer-uri-no-scheme",
+            with(
+                valid_job("tokenizer-uri-no-scheme"),
+                "/spec/model/tokenizerUri",
+                v(json!("/models/t.json")),
+            ),
+            "spec.model.tokenizerUri",
+            "must be a URI with scheme",
+        ),
+        (
+            "task-unknown",
+            with(
+                valid_job("task-unknown"),
+                "/spec/model/task",
+                v(json!("translation")),
+            ),
+            "spec.model.task",
+            "Unsupported value",
+        ),
+        (
+            "labels-without-classification",
+            with(
+                valid_job("labels-without-classification"),
+                "/spec/model/labels",
+                v(json!(["a", "b"])),
+            ),
+            "spec.model.labels",
+            "only allowed when task is classification",
+        ),
+        (
+            "output-format-csv",
+            with(
+                valid_job("output-format-csv"),
+                "/spec/output/format",
+                v(json!("csv")),
+            ),
+            "spec.output.format",
+            "Unsupported value",
+        ),
+        (
+            "input-format-csv",
+            with(
+                valid_job("input-format-csv"),
+                "/spec/input/format",
+                v(json!("csv")),
+            ),
+            "spec.input.format",
+            "Unsupported value",
+        ),
+        (
+            "policy-unknown",
+            with(
+                valid_job("policy-unknown"),
+                "/spec/placement",
+                v(json!({"policy": "random"})),
+            ),
+            "spec.placement.policy",
+            "Unsupported value",
+        ),
+        (
+            "priority-and-class",
+            with(
+                with(
+                    valid_job("priority-and-class"),
+                    "/spec/priority",
+                    v(json!(10)),
+                ),
+                "/spec/priorityClassName",
+                v(json!("high")),
+            ),
+            "spec.priorityClassName",
+            "either priority or priorityClassName",
+        ),
+        (
+            "checkpoint-empty",
+            with(
+                valid_job("checkpoint-empty"),
+                "/spec/checkpoint",
+                v(json!({})),
+            ),
+            "spec.checkpoint",
+            "everyItems, everySeconds or both",
+        ),
+        (
+            "max-failed-negative",
+            with(
+                valid_job("max-failed-negative"),
+                "/spec/maxFailedItems",
+                v(json!(-1)),
+            ),
+            "spec.maxFailedItems",
+            "greater than or equal to 0",
+        ),
+        (
+            "retries-over-100",
+            with(
+                valid_job("retries-over-100"),
+                "/spec/retryPolicy/maxRetries",
+                v(json!(101)),
+            ),
+            "spec.retryPolicy.maxRetries",
+            "less than or equal to 100",
+        ),
+        (
+            "model-missing",
+            with(valid_job("model-missing"), "/spec/model", None),
+            "spec.model",
+            "Required value",
+        ),
+        (
+            "batch-size-zero",
+            with(
+                valid_job("batch-size-zero"),
+                "/spec/batching/maxBatchSize",
+                v(json!(0)),
+            ),
+            "spec.batching.maxBatchSize",
+            "greater than or equal to 1",
+        ),
     ];
     assert!(cases.len() >= 15);
 
     // Sanity: the base job itself is admitted (server-side dry run).
     let base = valid_job("base").to_string();
-    let out = kubectl_stdin(&["create", "--dry-run=server", "-n", ns.name(), "-f", "-"], &base);
-    assert!(out.status.success(), "the valid base job was rejected: {}", stderr(&out));
+    let out = kubectl_stdin(
+        &["create", "--dry-run=server", "-n", ns.name(), "-f", "-"],
+        &base,
+    );
+    assert!(
+        out.status.success(),
+        "the valid base job was rejected: {}",
+        stderr(&out)
+    );
 
     let mut failures = Vec::new();
     for (name, job, field, words) in &cases {
         let out = kubectl_stdin(&["create", "-n", ns.name(), "-f", "-"], &job.to_string());
         let err = stderr(&out);
         if out.status.success() {
-            failures.push(format!("{name}: was ADMITTED, expected rejection naming {field}"));
+            failures.push(format!(
+                "{name}: was ADMITTED, expected rejection naming {field}"
+            ));
             continue;
         }
         // The API server prefixes each cause with the field path, e.g.
         // `spec.replicas: Invalid value: 0: ...`.
         let names_field = err.contains(&format!("{field}: ")) || err.contains(&format!("{field}:"));
         if !(names_field && err.contains(words)) {
-            failures.push(format!("{name}: expected {field:?} and {words:?} in: {}", err.trim()));
+            failures.push(format!(
+                "{name}: expected {field:?} and {words:?} in: {}",
+                err.trim()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -271,24 +557,57 @@ async fn immutable_fields_are_rejected_on_update() {
     assert!(out.status.success(), "create failed: {}", stderr(&out));
 
     let patch = |p: &str| {
-        kubectl(&["patch", "ij", "frozen", "-n", ns.name(), "--type=merge", "-p", p])
+        kubectl(&[
+            "patch",
+            "ij",
+            "frozen",
+            "-n",
+            ns.name(),
+            "--type=merge",
+            "-p",
+            p,
+        ])
     };
     for (p, field, words) in [
-        (r#"{"spec":{"replicas":3}}"#, "spec.replicas", "replicas is immutable"),
-        (r#"{"spec":{"model":{"uri":"s3://models/other.pt"}}}"#, "spec.model", "model is immutable"),
-        (r#"{"spec":{"input":{"textField":"body"}}}"#, "spec.input", "input is immutable"),
+        (
+            r#"{"spec":{"replicas":3}}"#,
+            "spec.replicas",
+            "replicas is immutable",
+        ),
+        (
+            r#"{"spec":{"model":{"uri":"s3://models/other.pt"}}}"#,
+            "spec.model",
+            "model is immutable",
+        ),
+        (
+            r#"{"spec":{"input":{"textField":"body"}}}"#,
+            "spec.input",
+            "input is immutable",
+        ),
     ] {
         let out = patch(p);
         let err = stderr(&out);
         assert!(!out.status.success(), "patch {p} was admitted");
-        assert!(err.contains(&format!("{field}: ")) && err.contains(words), "patch {p}: {err}");
+        assert!(
+            err.contains(&format!("{field}: ")) && err.contains(words),
+            "patch {p}: {err}"
+        );
     }
 
     // Mutable fields still change.
     let out = patch(r#"{"spec":{"suspend":true,"batching":{"maxBatchSize":64},"priority":5}}"#);
-    assert!(out.status.success(), "mutable patch rejected: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "mutable patch rejected: {}",
+        stderr(&out)
+    );
     let got = kubectl_ok(&[
-        "get", "ij", "frozen", "-n", ns.name(), "-o",
+        "get",
+        "ij",
+        "frozen",
+        "-n",
+        ns.name(),
+        "-o",
         "jsonpath={.spec.suspend} {.spec.batching.maxBatchSize} {.spec.replicas}",
     ]);
     assert_eq!(got, "true 64 2");
@@ -308,7 +627,10 @@ async fn server_fills_in_schema_defaults() {
             "output": {"uri": "file:///out/"}
         }
     });
-    let out = kubectl_stdin(&["create", "-n", ns.name(), "-f", "-", "-o", "json"], &minimal.to_string());
+    let out = kubectl_stdin(
+        &["create", "-n", ns.name(), "-f", "-", "-o", "json"],
+        &minimal.to_string(),
+    );
     assert!(out.status.success(), "create failed: {}", stderr(&out));
     let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
     let spec = &stored["spec"];
@@ -316,16 +638,28 @@ async fn server_fills_in_schema_defaults() {
     assert_eq!(spec["resources"]["gpu"], json!({"count": 1}));
     assert_eq!(spec["resources"]["cpu"], "1");
     assert_eq!(spec["resources"]["memory"], "2Gi");
-    assert_eq!(spec["batching"], json!({"maxBatchSize": 32, "maxDelayMs": 10}));
+    assert_eq!(
+        spec["batching"],
+        json!({"maxBatchSize": 32, "maxDelayMs": 10})
+    );
     assert_eq!(spec["input"]["format"], "jsonl");
     assert_eq!(spec["input"]["textField"], "text");
     assert_eq!(spec["output"]["format"], "parquet");
-    assert_eq!(spec["retryPolicy"], json!({"maxRetries": 3, "backoff": {"initialSeconds": 10, "maxSeconds": 300}}));
-    assert_eq!(spec["checkpoint"], json!({"everyItems": 1000, "everySeconds": 60}));
+    assert_eq!(
+        spec["retryPolicy"],
+        json!({"maxRetries": 3, "backoff": {"initialSeconds": 10, "maxSeconds": 300}})
+    );
+    assert_eq!(
+        spec["checkpoint"],
+        json!({"everyItems": 1000, "everySeconds": 60})
+    );
     assert_eq!(spec["placement"]["policy"], "binpack");
     assert_eq!(spec["suspend"], false);
     assert_eq!(spec["maxFailedItems"], 0);
-    assert_eq!(spec["workerImage"], autoglm_api::wellknown::DEFAULT_WORKER_IMAGE);
+    assert_eq!(
+        spec["workerImage"],
+        autoglm_api::wellknown::DEFAULT_WORKER_IMAGE
+    );
     // The stored object parses into the Rust type with the same defaults.
     let job: autoglm_api::InferenceJob = serde_json::from_value(stored).unwrap();
     assert_eq!(job.spec.replicas, 1);
@@ -346,28 +680,55 @@ async fn gpunode_is_cluster_scoped_with_printer_columns() {
     let out = kubectl_stdin(&["create", "-f", "-"], &node.to_string());
     assert!(out.status.success(), "create failed: {}", stderr(&out));
     let status = json!({"status": {
-        "source": "simulated", "heartbeatTime": "2026-11-30T09:00:00Z", "agentVersion": "0.1.0",
-        "gpuCount": 2, "product": "NVIDIA-H100-80GB-HBM3", "freeMemoryMiB": 150000,
-        "gpus": [
-            {"index": 0, "uuid": "SIM-0", "productName": "NVIDIA H100 80GB HBM3",
-             "memoryTotalMiB": 81559, "memoryUsedMiB": 6559, "memoryFreeMiB": 75000,
-             "computeCapability": "9.0", "migMode": "Disabled", "health": {"status": "Healthy"},
-             "allocations": [{"namespace": "ns", "pod": "p", "memoryMiB": 6144, "computeMilli": 250}]},
-            {"index": 1, "uuid": "SIM-1", "productName": "NVIDIA H100 80GB HBM3",
-             "memoryTotalMiB": 81559, "memoryUsedMiB": 6559, "memoryFreeMiB": 75000,
-             "health": {"status": "Unhealthy", "reason": "XID 79"}}
-        ]}});
-    kubectl_ok(&["patch", "gpunode", &name, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+    "source": "simulated", "heartbeatTime": "2026-11-30T09:00:00Z", "agentVersion": "0.1.0",
+    "gpuCount": 2, "product": "NVIDIA-H100-80GB-HBM3", "freeMemoryMiB": 150000,
+    "gpus": [
+        {"index": 0, "uuid": "SIM-0", "productName": "NVIDIA H100 80GB HBM3",
+         "memoryTotalMiB": 81559, "memoryUsedMiB": 6559, "memoryFreeMiB": 75000,
+         "computeCapability": "9.0", "migMode": "Disabled", "health": {"status": "Healthy"},
+         "allocations": [{"namespace": "ns", "pod": "p", "memoryMiB": 6144, "computeMilli": 250}]},
+        {"index": 1, "uuid": "SIM-1", "productName": "NVIDIA H100 80GB HBM3",
+         "memoryTotalMiB": 81559, "memoryUsedMiB": 6559, "memoryFreeMiB": 75000,
+         "health": {"status": "Unhealthy", "reason": "XID 79"}}
+    ]}});
+    kubectl_ok(&[
+        "patch",
+        "gpunode",
+        &name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
     let table = kubectl_eventually(&["get", "gn", &name]);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
     assert!(
         header.split_whitespace().collect::<Vec<_>>()
-            == ["NAME", "GPUS", "PRODUCT", "FREE", "MIB", "SOURCE", "HEARTBEAT", "AGE"],
+            == [
+                "NAME",
+                "GPUS",
+                "PRODUCT",
+                "FREE",
+                "MIB",
+                "SOURCE",
+                "HEARTBEAT",
+                "AGE"
+            ],
         "{table}"
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(&row[..5], [name.as_str(), "2", "NVIDIA-H100-80GB-HBM3", "150000", "simulated"], "{table}");
+    assert_eq!(
+        &row[..5],
+        [
+            name.as_str(),
+            "2",
+            "NVIDIA-H100-80GB-HBM3",
+            "150000",
+            "simulated"
+        ],
+        "{table}"
+    );
     let stored: autoglm_api::GpuNode =
         serde_json::from_str(&kubectl_ok(&["get", "gpunode", &name, "-o", "json"])).unwrap();
     let gpus = &stored.status.unwrap().gpus;

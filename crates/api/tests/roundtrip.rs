@@ -29,14 +29,20 @@ fn example_documents() -> Vec<(String, Value)> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 3, "expected at least 3 examples, found {files:?}");
+    assert!(
+        files.len() >= 3,
+        "expected at least 3 examples, found {files:?}"
+    );
     let mut docs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = Value::deserialize(doc).unwrap();
             if !value.is_null() {
-                docs.push((file.file_name().unwrap().to_string_lossy().into_owned(), value));
+                docs.push((
+                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    value,
+                ));
             }
         }
     }
@@ -70,19 +76,35 @@ fn is_subset(original: &Value, reserialized: &Value, path: &str, errors: &mut Ve
 fn every_example_round_trips_through_the_rust_types() {
     let docs = example_documents();
     // 3 files, the pipeline holding two jobs.
-    assert_eq!(docs.len(), 4, "documents: {:?}", docs.iter().map(|d| &d.0).collect::<Vec<_>>());
+    assert_eq!(
+        docs.len(),
+        4,
+        "documents: {:?}",
+        docs.iter().map(|d| &d.0).collect::<Vec<_>>()
+    );
     for (file, original) in docs {
         let job: InferenceJob = serde_yaml::from_value(original.clone())
             .unwrap_or_else(|e| panic!("{file}: failed to parse as InferenceJob: {e}"));
         let first = serde_yaml::to_string(&job).unwrap();
         let again: InferenceJob = serde_yaml::from_str(&first).unwrap();
-        assert_eq!(again, job, "{file}: YAML -> Rust -> YAML -> Rust changed the value");
+        assert_eq!(
+            again, job,
+            "{file}: YAML -> Rust -> YAML -> Rust changed the value"
+        );
         let second = serde_yaml::to_string(&again).unwrap();
         assert_eq!(second, first, "{file}: serialization is not stable");
 
         let mut errors = Vec::new();
-        is_subset(&original, &serde_yaml::from_str(&first).unwrap(), "", &mut errors);
-        assert!(errors.is_empty(), "{file}: fields lost or changed: {errors:#?}");
+        is_subset(
+            &original,
+            &serde_yaml::from_str(&first).unwrap(),
+            "",
+            &mut errors,
+        );
+        assert!(
+            errors.is_empty(),
+            "{file}: fields lost or changed: {errors:#?}"
+        );
     }
 }
 
@@ -93,7 +115,13 @@ fn examples_use_what_they_say() {
         .into_iter()
         .map(|(f, v)| (f, serde_yaml::from_value(v).unwrap()))
         .collect();
-    let by_name = |n: &str| &jobs.iter().find(|(_, j)| j.metadata.name.as_deref() == Some(n)).unwrap().1;
+    let by_name = |n: &str| {
+        &jobs
+            .iter()
+            .find(|(_, j)| j.metadata.name.as_deref() == Some(n))
+            .unwrap()
+            .1
+    };
 
     let whole = by_name("corpus-embed");
     assert_eq!(whole.spec.resources.gpu.count, Some(1));
@@ -114,7 +142,10 @@ fn examples_use_what_they_say() {
 
     let second = by_name("ticket-embed");
     assert_eq!(second.spec.depends_on, vec!["ticket-language".to_owned()]);
-    assert!(jobs.iter().any(|(_, j)| j.metadata.name.as_deref() == Some("ticket-language")));
+    assert!(
+        jobs.iter()
+            .any(|(_, j)| j.metadata.name.as_deref() == Some("ticket-language"))
+    );
 }
 
 #[test]
@@ -135,20 +166,41 @@ spec:
     assert_eq!(s.replicas, 1);
     assert_eq!(
         s.resources.gpu,
-        GpuRequest { count: Some(1), memory_mib: None, compute_milli: None }
+        GpuRequest {
+            count: Some(1),
+            memory_mib: None,
+            compute_milli: None
+        }
     );
     assert_eq!(s.resources.cpu.0, "1");
     assert_eq!(s.resources.memory.0, "2Gi");
     assert_eq!(
         s.batching,
-        BatchingSpec { max_batch_size: 32, max_delay_ms: 10, target_p99_latency_ms: None, max_batch_tokens: None }
+        BatchingSpec {
+            max_batch_size: 32,
+            max_delay_ms: 10,
+            target_p99_latency_ms: None,
+            max_batch_tokens: None
+        }
     );
     assert_eq!(s.input.text_field, "text");
     assert_eq!(s.input.format, InputFormat::Jsonl);
     assert_eq!(s.output.format, OutputFormat::Parquet);
     assert_eq!(s.retry_policy.max_retries, 3);
-    assert_eq!(s.retry_policy.backoff, Backoff { initial_seconds: 10, max_seconds: 300 });
-    assert_eq!(s.checkpoint, CheckpointSpec { every_items: Some(1000), every_seconds: Some(60) });
+    assert_eq!(
+        s.retry_policy.backoff,
+        Backoff {
+            initial_seconds: 10,
+            max_seconds: 300
+        }
+    );
+    assert_eq!(
+        s.checkpoint,
+        CheckpointSpec {
+            every_items: Some(1000),
+            every_seconds: Some(60)
+        }
+    );
     assert_eq!(s.max_failed_items, 0);
     assert_eq!(s.placement.policy, PlacementPolicy::Binpack);
     assert!(!s.suspend);
@@ -161,9 +213,12 @@ spec:
 fn committed_crds_match_the_generated_ones() {
     for dir in ["crds", "charts/open-autoglm/crds"] {
         for crd in autoglm_api::crd::all() {
-            let path = repo_root().join(dir).join(autoglm_api::crd::file_name(&crd));
-            let committed = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("failed to read {}: {e}; run `make crds`", path.display()));
+            let path = repo_root()
+                .join(dir)
+                .join(autoglm_api::crd::file_name(&crd));
+            let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("failed to read {}: {e}; run `make crds`", path.display())
+            });
             assert!(
                 committed == autoglm_api::crd::to_yaml(&crd).unwrap(),
                 "{} differs from the generated CRD; run `make crds` and commit",
@@ -189,7 +244,10 @@ fn crd_schema_carries_the_admission_rules() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Phase", "Progress", "Ready", "Items/s", "Message", "Age"]);
+    assert_eq!(
+        columns,
+        ["Phase", "Progress", "Ready", "Items/s", "Message", "Age"]
+    );
 
     let root = &version["schema"]["openAPIV3Schema"];
     let root_rules = root["x-kubernetes-validations"].to_string();
@@ -201,11 +259,21 @@ fn crd_schema_carries_the_admission_rules() {
         assert!(rules.contains("self == oldSelf"), "{immutable}: {rules}");
     }
     let gpu = &spec["properties"]["resources"]["properties"]["gpu"];
-    assert!(gpu["x-kubernetes-validations"].to_string().contains("has(self.count) != has(self.memoryMiB)"));
+    assert!(
+        gpu["x-kubernetes-validations"]
+            .to_string()
+            .contains("has(self.count) != has(self.memoryMiB)")
+    );
     assert_eq!(gpu["properties"]["computeMilli"]["maximum"], 1000.0);
     assert_eq!(gpu["default"]["count"], 1);
-    assert_eq!(spec["properties"]["dependsOn"]["x-kubernetes-list-type"], "set");
-    assert_eq!(spec["properties"]["batching"]["properties"]["maxDelayMs"]["minimum"], 0.0);
+    assert_eq!(
+        spec["properties"]["dependsOn"]["x-kubernetes-list-type"],
+        "set"
+    );
+    assert_eq!(
+        spec["properties"]["batching"]["properties"]["maxDelayMs"]["minimum"],
+        0.0
+    );
 
     let gpunode = serde_json::to_value(autoglm_api::crd::all().remove(1)).unwrap();
     assert_eq!(gpunode["spec"]["scope"], "Cluster");
