@@ -462,11 +462,20 @@ pub fn component_log_tails(lines: usize) -> String {
 /// then removes its contents) unless `AUTOGLM_KEEP_NAMESPACES=1`. When dropped during a panic
 /// (a failing test) it first prints [`TestNamespace::dump`] to stderr: events, every namespaced
 /// object, pod descriptions and the component log tails.
-#[derive(Debug)]
 pub struct TestNamespace {
     name: String,
     client: Client,
     kubeconfig: PathBuf,
+}
+
+// kube 5's `Client` is not `Debug`; show the namespace and kubeconfig only.
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestNamespace {
