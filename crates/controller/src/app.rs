@@ -197,6 +197,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves once `store` has seen its initial list (or its writer is gone).
+fn wait_ready<K>(
+    store: &reflector::Store<K>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    Box::pin(async move {
+        loop {
+            match tokio::time::timeout(
+                std::time::Duration::from_millis(100),
+                store.wait_until_ready(),
+            )
+            .await
+            {
+                Ok(_) => return,
+                Err(_) => continue,
+            }
+        }
+    })
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -242,7 +265,10 @@ async fn controller_main(
         .default_backoff()
         .reflect(jobs_w)
         .applied_objects()
-        .inspect(move |_| w.notify_one());
+        .inspect(move |e| {
+            tracing::trace!(ok = e.is_ok(), "job event");
+            w.notify_one();
+        });
     let w = wake.clone();
     let pod_stream = watcher(pod_api, cfg.clone())
         .default_backoff()
@@ -312,12 +338,20 @@ async fn controller_main(
         let ctx = ctx.clone();
         let token = shutdown.clone();
         tokio::spawn(async move {
+            tracing::debug!("binder task started");
             // Act only on a complete picture: every cache listed once.
+            // `Store::wait_until_ready` keeps one waker per store and the Controller waits on
+            // the job store too, so poll with a short timeout instead of waiting once.
             let synced = async {
-                let _ = jobs.wait_until_ready().await;
-                let _ = pods.wait_until_ready().await;
-                let _ = nodes.wait_until_ready().await;
-                let _ = gpu_nodes.wait_until_ready().await;
+                for (name, ready) in [
+                    ("InferenceJob", wait_ready(&jobs)),
+                    ("Pod", wait_ready(&pods)),
+                    ("Node", wait_ready(&nodes)),
+                    ("GpuNode", wait_ready(&gpu_nodes)),
+                ] {
+                    ready.await;
+                    tracing::debug!(kind = name, "cache synced");
+                }
             };
             tokio::select! {
                 () = synced => {}

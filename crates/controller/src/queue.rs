@@ -75,10 +75,11 @@ mod tests {
             item("old-low", 0, 0, None),
             item("new-high", 10, 90, None),
             item("mid-deadline", 1, 50, Some(500)),
-            item("mid", 1, 40, None),
+            item("mid", 1, 41, None),
         ];
         v.sort_by(|a, b| compare(a, b, now));
-        // old-low has waited 100 s -> effective 0 + 1 = 1; ties with the two mids on 1.
+        // old-low waited 100 s -> 0 + 1 = 1; mid-deadline waited 50 s -> 1 + 0; mid waited 59 s
+        // -> 1 + 0: three-way tie on 1, broken by deadline, then age.
         let names: Vec<&str> = v.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["new-high", "mid-deadline", "old-low", "mid"]);
     }

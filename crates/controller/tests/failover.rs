@@ -20,18 +20,17 @@ fn spec(gpu: serde_json::Value, replicas: i64) -> serde_json::Value {
     })
 }
 
-async fn all_scheduled(env: &Env, n: usize) -> bool {
-    let Ok(jobs) = env.jobs().list(&Default::default()).await else {
-        return false;
-    };
-    jobs.items.len() == n
+async fn all_scheduled(env: &Env, n: usize) -> Option<()> {
+    let jobs = env.jobs().list(&Default::default()).await.ok()?;
+    let ok = jobs.items.len() == n
         && jobs.items.iter().all(|j| {
             j.status.as_ref().is_some_and(|s| {
                 s.conditions
                     .iter()
                     .any(|c| c.type_ == "Scheduled" && c.status == "True")
             })
-        })
+        });
+    ok.then_some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
