@@ -129,9 +129,10 @@ admin() { KUBECONFIG="$admin_kubeconfig" kubectl "$@"; }
 # ---- 1. the rendered install ---------------------------------------------------------------
 log "applying manifests/open-autoglm.yaml (server-side)"
 admin apply --server-side --force-conflicts -f "$manifests" >"$tmp/apply.out"
-# The chart's crds/ is filled by `make crds`; until then take the repository's crds/, or
-# crdgen's output.
-if ! grep -q '^kind: CustomResourceDefinition' "$manifests"; then
+# The chart's crds/ is filled by `make crds`; until then take the CRDs the cluster already
+# serves, the repository's crds/, or crdgen's output.
+if ! grep -q '^kind: CustomResourceDefinition' "$manifests" \
+  && ! admin get crd inferencejobs.autoglm.io gpunodes.autoglm.io >/dev/null 2>&1; then
   if compgen -G "$root/crds/*.yaml" >/dev/null; then
     log "manifests carry no CRDs yet; applying crds/ instead"
     admin apply --server-side --force-conflicts -f "$root/crds/" >>"$tmp/apply.out"
