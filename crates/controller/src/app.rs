@@ -301,6 +301,7 @@ async fn controller_main(
         gpu_nodes: gpu_nodes.clone(),
         jobs: jobs.clone(),
         wake_binder: wake,
+        synced: Arc::default(),
         settings: Settings {
             max_heartbeat_age_s: (args.max_heartbeat_age_s > 0).then_some(args.max_heartbeat_age_s),
             node_lost_after_s: args.node_lost_after_s,
@@ -357,6 +358,7 @@ async fn controller_main(
                 () = synced => {}
                 () = token.cancelled() => return,
             }
+            ctx.synced.store(true, std::sync::atomic::Ordering::Release);
             admin_state.set_ready(true);
             tracing::info!("caches synced; placing replicas");
             binder::run(ctx, token).await;

@@ -57,4 +57,7 @@ pub struct Context {
     pub wake_binder: Arc<Notify>,
     /// Tunables.
     pub settings: Settings,
+    /// True once every cache (jobs, pods, nodes, GpuNodes) has listed once; reconciles wait
+    /// for it, or a missing pod in a half-filled cache would look like a lost replica.
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
 }

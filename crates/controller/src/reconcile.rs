@@ -47,6 +47,9 @@ pub const RESYNC: Duration = Duration::from_secs(60);
 /// [`Error::Finalizer`] wrapping the failing API call.
 #[tracing::instrument(skip_all, fields(job = %format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())))]
 pub async fn reconcile(job: Arc<InferenceJob>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.synced.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     ctx.metrics.reconciles.inc();
     let ns = job.namespace().ok_or_else(|| Error::MissingField {
         name: job.name_any(),
@@ -483,6 +486,32 @@ async fn replica(
         let attempt = prev_attempt.map_or(0, |a| a + 1);
         let failures = prev.map_or(0, |r| r.restarts.max(0) as u32);
         if prev_attempt.is_some() {
+            // The status names an earlier pod the cache does not show: make sure it is really
+            // gone (the cache may lag its deletion or creation) before replacing it.
+            let api: Api<Pod> =
+                Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+            let lp = ListParams::default().labels(&format!(
+                "{}={},{}={index}",
+                labels::JOB,
+                job.name_any(),
+                labels::REPLICA_INDEX
+            ));
+            let live = api.list(&lp).await.map_err(|source| Error::Get {
+                kind: "Pod",
+                name: format!(
+                    "{}/{}",
+                    job.namespace().unwrap_or_default(),
+                    lp.label_selector.clone().unwrap_or_default()
+                ),
+                source,
+            })?;
+            if !live.items.is_empty() {
+                if let Some(r) = prev {
+                    out.status = r.clone();
+                }
+                out.requeue = Some(Duration::from_secs(1));
+                return Ok(out);
+            }
             publish(
                 ctx,
                 job,

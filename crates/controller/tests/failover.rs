@@ -47,16 +47,21 @@ async fn kill_9_mid_reconcile_then_restart_leaves_no_duplicates_and_consistent_p
         env.apply_job(&format!("job-{i:02}"), spec(json!({"memoryMiB": 6144}), 2))
             .await;
     }
-    // Kill as soon as the first bindings land, while the rest are in flight.
-    wait_for(Duration::from_secs(60), "first bindings", || async {
+    // Kill as soon as the first replica pods exist, while jobs are still being reconciled
+    // and bound.
+    wait_for(Duration::from_secs(60), "first replica pods", || async {
         let pods = env.pods().list(&Default::default()).await.ok()?;
-        pods.items
-            .iter()
-            .any(|p| node_of(p).is_some())
-            .then_some(())
+        (!pods.items.is_empty()).then_some(())
     })
     .await;
     ctl.kill9();
+    let pods_before = env
+        .pods()
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .len();
     let bound_before = env
         .pods()
         .list(&Default::default())
@@ -102,7 +107,7 @@ async fn kill_9_mid_reconcile_then_restart_leaves_no_duplicates_and_consistent_p
         "duplicate replica pods: {per_replica:?}"
     );
     assert_no_oversubscription(&live, &env.gpu_memory().await);
-    println!("bound before kill -9: {bound_before} of 60");
+    println!("bound before kill -9: {bound_before} of 60; pods before kill -9: {pods_before}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,6 +183,17 @@ async fn with_two_controllers_only_the_leader_acts() {
         .await
         .expect("pods")
         .items;
-    assert_eq!(pods.len(), 4);
+    let names: Vec<String> = pods
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:?} {:?}",
+                p.name_any(),
+                p.status.as_ref().and_then(|s| s.phase.clone()),
+                p.metadata.deletion_timestamp
+            )
+        })
+        .collect();
+    assert_eq!(pods.len(), 4, "{names:#?}");
     assert_no_oversubscription(&pods, &env.gpu_memory().await);
 }

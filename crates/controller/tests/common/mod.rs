@@ -306,7 +306,7 @@ pub async fn http_get(port: u16, path: &str) -> Option<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
 }
 
 /// A test environment: namespace, CRDs, KWOK, kubeconfig path.
