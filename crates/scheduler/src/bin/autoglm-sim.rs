@@ -118,6 +118,20 @@ enum Cmd {
     },
 }
 
+/// CPU seconds used so far by the calling thread (user + system), from
+/// `/proc/thread-self/stat` fields 14 and 15 in clock ticks of 1/100 s (Linux's USER_HZ).
+/// On the shared development machine wall time is inflated by other processes; CPU time is
+/// what a decision costs. `None` off Linux.
+fn thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
     if let Some((a, b)) = s.split_once("..") {
         let a: u64 = a
@@ -207,22 +221,21 @@ fn placement(
             tasks.push((p.clone(), s));
         }
     }
-    let run_one = |policy: &str, seed: u64| -> anyhow::Result<RunSummary> {
+    let run_one = |policy: &str, seed: u64| -> anyhow::Result<(RunSummary, f64)> {
         let list = make_variant(&base, &node_list, variant, seed);
         let workload = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
         let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
         let mut pol = policy_by_name(policy, seed, &workload)?;
-        Ok(run(
-            &node_list,
-            &workload,
-            pol.as_mut(),
-            policy,
-            &typical,
-            seed,
-        ))
+        let c0 = thread_cpu_secs();
+        let r = run(&node_list, &workload, pol.as_mut(), policy, &typical, seed);
+        let cpu = match (c0, thread_cpu_secs()) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        Ok((r, cpu))
     };
     let jobs = jobs.max(1);
-    let results: Vec<anyhow::Result<RunSummary>> = if jobs == 1 {
+    let results: Vec<anyhow::Result<(RunSummary, f64)>> = if jobs == 1 {
         tasks.iter().map(|(p, s)| run_one(p, *s)).collect()
     } else {
         let chunks: Vec<Vec<(usize, (String, u64))>> = (0..jobs)
@@ -235,7 +248,7 @@ fn placement(
                     .collect()
             })
             .collect();
-        let mut out: Vec<Option<anyhow::Result<RunSummary>>> =
+        let mut out: Vec<Option<anyhow::Result<(RunSummary, f64)>>> =
             (0..tasks.len()).map(|_| None).collect();
         std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
@@ -262,28 +275,28 @@ fn placement(
             .collect()
     };
     let mut summaries = Vec::new();
+    let mut cpus = Vec::new();
     for r in results {
-        summaries.push(r?);
+        let (s, c) = r?;
+        summaries.push(s);
+        cpus.push(c);
     }
-    for (p, _) in policies.iter().map(|p| (p, ())) {
-        let rates: Vec<f64> = summaries
-            .iter()
-            .filter(|s| s.steps.first().is_some_and(|r| &r.policy == p))
-            .map(|s| s.pods as f64 / s.decide_secs.max(1e-9))
+    for p in &policies {
+        let mine: Vec<usize> = (0..summaries.len())
+            .filter(|&i| summaries[i].steps.first().is_some_and(|r| &r.policy == p))
             .collect();
-        let secs: Vec<f64> = summaries
+        let pods = mine.first().map_or(0, |&i| summaries[i].pods);
+        let wall: Vec<f64> = mine.iter().map(|&i| summaries[i].decide_secs).collect();
+        let cpu: Vec<f64> = mine.iter().map(|&i| cpus[i]).collect();
+        let rate: Vec<f64> = mine
             .iter()
-            .filter(|s| s.steps.first().is_some_and(|r| &r.policy == p))
-            .map(|s| s.decide_secs)
+            .map(|&i| summaries[i].pods as f64 / cpus[i].max(1e-9))
             .collect();
-        let pods = summaries
-            .iter()
-            .find(|s| s.steps.first().is_some_and(|r| &r.policy == p))
-            .map_or(0, |s| s.pods);
         eprintln!(
-            "{p}: {pods} pods per run, median {:.2} s of decisions per run, median {:.0} decisions/s",
-            median(secs),
-            median(rates)
+            "{p}: {pods} pods per run; median per run: {:.2} s wall in decisions, {:.2} CPU-s for the whole replay, {:.0} pods per CPU-s",
+            median(wall),
+            median(cpu),
+            median(rate)
         );
     }
     let all: Vec<&StepReport> = summaries.iter().flat_map(|s| s.steps.iter()).collect();
@@ -396,17 +409,23 @@ fn synthetic(
         .map(|_| base[rng.random_range(0..base.len())].clone())
         .collect();
     let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
-    println!("| policy | nodes | pods | placed | decisions/s |");
-    println!("|---|---|---|---|---|");
+    println!("| policy | nodes | pods | placed | wall s | CPU s | decisions per CPU-s |");
+    println!("|---|---|---|---|---|---|---|");
     for p in &policies {
         let mut pol = policy_by_name(p, seed, &workload)?;
         let t0 = Instant::now();
+        let c0 = thread_cpu_secs();
         let r = run(&node_list, &workload, pol.as_mut(), p, &typical, seed);
-        let _ = t0;
+        let cpu = match (c0, thread_cpu_secs()) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
         let placed = r.pods as u64 - r.steps.last().map_or(0, |s| s.failed_pods);
         println!(
-            "| {p} | {node_count} | {pod_count} | {placed} | {:.0} |",
-            r.pods as f64 / r.decide_secs.max(1e-9)
+            "| {p} | {node_count} | {pod_count} | {placed} | {:.1} | {:.1} | {:.0} |",
+            t0.elapsed().as_secs_f64(),
+            cpu,
+            r.pods as f64 / cpu.max(1e-9)
         );
     }
     Ok(())

@@ -9,9 +9,10 @@
 //! `selectHost` does (reservoir sampling over the node list), with the policy's own seeded
 //! RNG so runs are reproducible. The FGD paper's policies (`dot-prod`, `gpu-clustering`,
 //! `gpu-packing`, `best-fit`, `fgd`) take the first top-scored node in node order: with that
-//! rule our FGD lands within 0.1 point of the published allocation on the default trace,
-//! while random ties cost it about 5 points (docs/benchmarks.md, "Tie-breaking"), so the
-//! published numbers were evidently produced with an order-stable choice.
+//! rule our FGD lands within 0.15 point of the published allocation on the default trace,
+//! while random ties cost it about 5 points (docs/benchmarks.md, "Fidelity against the
+//! published numbers"), so the published numbers were evidently produced with an
+//! order-stable choice.
 //!
 //! GPU choice inside a node, unless a policy says otherwise: a whole-GPU request takes the
 //! lowest-index idle GPUs; a fractional request takes the fitting GPU with the least free
