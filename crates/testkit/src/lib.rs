@@ -255,7 +255,11 @@ fn run_cluster_up(components: &BTreeSet<Component>) -> Result<(), Error> {
     let command = format!(
         "{} up {}",
         script.display(),
-        components.iter().map(|c| c.flag()).collect::<Vec<_>>().join(" ")
+        components
+            .iter()
+            .map(|c| c.flag())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let out = cmd
         .stdin(Stdio::null())
@@ -595,7 +599,9 @@ impl TestNamespace {
         );
         let kinds: Vec<String> = String::from_utf8_lossy(&kinds.stdout)
             .lines()
-            .filter(|k| !k.is_empty() && *k != "events" && *k != "events.events.k8s.io")
+            // Events are listed above; v1 Endpoints only add a deprecation warning
+            // (EndpointSlices carry the same).
+            .filter(|k| !matches!(*k, "" | "events" | "events.events.k8s.io" | "endpoints"))
             .map(str::to_owned)
             .collect();
         if !kinds.is_empty() {
@@ -627,7 +633,10 @@ impl Drop for TestNamespace {
             eprintln!("{}", self.dump());
         }
         if std::env::var_os(KEEP_NAMESPACES_ENV).is_some_and(|v| v == "1") {
-            eprintln!("keeping test namespace {} ({KEEP_NAMESPACES_ENV}=1)", self.name);
+            eprintln!(
+                "keeping test namespace {} ({KEEP_NAMESPACES_ENV}=1)",
+                self.name
+            );
             return;
         }
         let out = run_kubectl(

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use autoglm_testkit::TestNamespace;
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -97,7 +97,11 @@ async fn server_side_apply_watch_and_rbac_are_real() {
         .expect("watch stream ok")
         .expect("watch stream open");
     assert_eq!(
-        first.data.unwrap_or_default().get("step").map(String::as_str),
+        first
+            .data
+            .unwrap_or_default()
+            .get("step")
+            .map(String::as_str),
         Some("1")
     );
     cms.patch(
@@ -113,7 +117,13 @@ async fn server_side_apply_watch_and_rbac_are_real() {
     .expect("second apply");
     let changed = tokio::time::timeout(PATIENCE, async {
         while let Some(cm) = changes.try_next().await.expect("watch stream ok") {
-            if cm.data.as_ref().and_then(|d| d.get("step")).map(String::as_str) == Some("2") {
+            if cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("step"))
+                .map(String::as_str)
+                == Some("2")
+            {
                 return cm;
             }
         }
@@ -133,24 +143,19 @@ async fn server_side_apply_watch_and_rbac_are_real() {
     )
     .await
     .expect("create ServiceAccount");
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
+    let request: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 600}
+    }))
+    .expect("valid TokenRequest");
     let token: TokenRequest = sas
-        .create_subresource(
-            "token",
-            "restricted",
-            &PostParams::default(),
-            serde_json::to_vec(&request).expect("serialize TokenRequest"),
-        )
+        .create_subresource("token", "restricted", &PostParams::default(), &request)
         .await
         .expect("TokenRequest works (service-account signing key configured)");
-    let token = token.status.expect("token in status").token;
+    let token = token
+        .status
+        .and_then(|s| s.token)
+        .expect("token in the TokenRequest status");
     assert!(!token.is_empty());
 
     let mut config = autoglm_testkit::config().await;
@@ -167,56 +172,35 @@ async fn server_side_apply_watch_and_rbac_are_real() {
     assert_eq!(api_status(&denied), Some(403), "{denied}");
     if let kube::Error::Api(status) = &denied {
         assert!(
-            status.message.contains(&format!(
-                "system:serviceaccount:{}:restricted",
-                ns.name()
-            )),
+            status
+                .message
+                .contains(&format!("system:serviceaccount:{}:restricted", ns.name())),
             "403 names the ServiceAccount: {}",
             status.message
         );
     }
 
     let roles: Api<Role> = ns.api();
+    let role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "configmap-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
+    }))
+    .expect("valid Role");
     roles
-        .create(
-            &PostParams::default(),
-            &Role {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("configmap-reader".into()),
-                    ..Default::default()
-                },
-                rules: Some(vec![PolicyRule {
-                    api_groups: Some(vec![String::new()]),
-                    resources: Some(vec!["configmaps".into()]),
-                    verbs: vec!["get".into(), "list".into()],
-                    ..PolicyRule::default()
-                }]),
-            },
-        )
+        .create(&PostParams::default(), &role)
         .await
         .expect("create Role");
     let bindings: Api<RoleBinding> = ns.api();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "restricted-reads-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmap-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "restricted", "namespace": ns.name()}]
+    }))
+    .expect("valid RoleBinding");
     bindings
-        .create(
-            &PostParams::default(),
-            &RoleBinding {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("restricted-reads-configmaps".into()),
-                    ..Default::default()
-                },
-                role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
-                    kind: "Role".into(),
-                    name: "configmap-reader".into(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: "restricted".into(),
-                    namespace: Some(ns.name().into()),
-                    ..Subject::default()
-                }]),
-            },
-        )
+        .create(&PostParams::default(), &binding)
         .await
         .expect("create RoleBinding");
     // The RBAC authorizer reads bindings from an informer: wait until the grant is visible.
@@ -246,6 +230,14 @@ async fn server_side_apply_watch_and_rbac_are_real() {
         .await
         .expect_err("delete is not granted");
     assert_eq!(api_status(&denied), Some(403), "{denied}");
+
+    // The failure dump (printed when a test panics) lists the namespace's objects.
+    let dump = ns.dump();
+    assert!(dump.contains("configmap/demo"), "{dump}");
+    assert!(
+        dump.contains("role.rbac.authorization.k8s.io/configmap-reader"),
+        "{dump}"
+    );
 }
 
 /// Deletes the Nodes of one test run (label `autoglm.test/run=<id>`) on drop.
