@@ -22,6 +22,8 @@ bindir="$root/.tools/bin"
 nice_level="${AUTOGLM_TOOLS_NICE:-10}"
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false" GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
+# A fresh shell may lack Go's default install dir on PATH.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then export PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null || { echo "tools: 'go' not found on PATH (need Go >= 1.26; see README 'Control plane')" >&2; exit 1; }
 go_version="$(go env GOVERSION)"
 mkdir -p "$cache" "$bindir"
