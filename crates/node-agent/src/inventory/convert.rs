@@ -126,8 +126,8 @@ mod tests {
     #[test]
     fn memory_of_an_h100_80gb() {
         // H100 80GB HBM3: total 85_520_809_984 bytes = 81_559 MiB exactly
-        // (81_559 * 1_048_576 = 85_520_809_984); free 84_891_575_910 bytes = 80_960.4 MiB.
-        let (total, used, free) = memory_mib(85_520_809_984, 84_891_575_910);
+        // (81_559 * 1_048_576 = 85_520_809_984); free 84_893_171_712 bytes = 80_960.44 MiB.
+        let (total, used, free) = memory_mib(85_520_809_984, 84_893_171_712);
         assert_eq!(total, 81_559);
         assert_eq!(free, 80_960);
         assert_eq!(used, 599);
