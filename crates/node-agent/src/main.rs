@@ -117,11 +117,55 @@ fn inventory(cli: &Cli) -> anyhow::Result<Arc<dyn GpuInventory>> {
     }
 }
 
+fn nvml_absent(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<InventoryError>(),
+        Some(InventoryError::NvmlUnavailable { .. })
+    )
+}
+
+/// Returns on SIGINT or SIGTERM (the kubelet's stop signal).
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "failed to install the SIGTERM handler; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let inventory = inventory(&cli)?;
+    let inventory = match inventory(&cli) {
+        Ok(inventory) => inventory,
+        // As a DaemonSet on a node without the driver, stay up and say why instead of
+        // crash-looping: /livez answers, /readyz stays 503, nothing is published or advertised.
+        Err(e) if !cli.once && nvml_absent(&e) => {
+            tracing::error!(
+                "NVML is absent: this node's GPUs are not published and no device plugin runs; /readyz stays 503"
+            );
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                on_signal.cancel();
+            });
+            let (_ready, ready) = tokio::sync::watch::channel(false);
+            let registry = Arc::new(prometheus_client::registry::Registry::default());
+            autoglm_node_agent::admin::serve(cli.admin_addr, registry, ready, cancel).await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
 
     if cli.once {
         let snapshot = inventory
@@ -151,19 +195,7 @@ async fn main() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(error) => {
-                    tracing::error!(%error, "failed to install the SIGTERM handler");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
+        wait_for_signal().await;
         on_signal.cancel();
     });
     let config = AgentConfig {
