@@ -74,6 +74,14 @@ worker-bench: worker-assets ## worker vs sentence-transformers on 2,000 verses (
 	    --tokenizer $(WORKER_MODEL_DIR)/tokenizer.json --st-model $(WORKER_MODEL_DIR)/st-model \
 	    --input "$$(python hack/corpus.py)" --limit $${LIMIT:-2000} --python python
 
+## ---- demo (issue 8) ----
+.PHONY: demo demo-prereqs
+demo: ## fresh clone: build, start a local control plane, two dev nodes, run a real InferenceJob end to end (then again, killing a replica)
+	hack/demo.sh
+
+demo-prereqs: ## build what the demo and its test need: release binaries, torch venv, model, corpus (cached)
+	hack/demo.sh prereqs
+
 ## ---- checks and tests ----
 .PHONY: fmt lint test
 fmt: ## format the code
