@@ -132,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
             "--worker-image",
             "autoglm-worker:bench",
         ]);
-        let ctl = tokio::spawn(autoglm_controller::app::run(args));
+        let ctl = tokio::spawn(autoglm_controller::app::run_with_client(
+            args,
+            client.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let jobs: Api<autoglm_api::InferenceJob> = Api::namespaced(client.clone(), ns.name());
         let t0 = Instant::now();

@@ -119,6 +119,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("failed to create a Kubernetes client")?;
+    run_with_client(args, client).await
+}
+
+/// [`run`] with a given client (benchmarks and tests that run the controller in-process).
+///
+/// # Errors
+/// As [`run`], except the client creation.
+pub async fn run_with_client(args: Args, client: Client) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let admin_state = Arc::new(AdminState::new(registry));

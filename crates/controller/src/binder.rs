@@ -114,7 +114,7 @@ fn build_cluster(ctx: &Context, ledger: &Ledger) -> (Cluster, HashMap<String, us
         max_heartbeat_age_s: ctx.settings.max_heartbeat_age_s,
     };
     let mut nodes: Vec<_> = ctx.nodes.state();
-    nodes.sort_by(|a, b| a.name_any().cmp(&b.name_any()));
+    nodes.sort_by_key(|n| n.name_any());
     let mut index = HashMap::new();
     let mut states = Vec::with_capacity(nodes.len());
     let mut gpu_nodes: Vec<Option<std::sync::Arc<GpuNode>>> = Vec::with_capacity(nodes.len());

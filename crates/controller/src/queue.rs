@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn priority_then_deadline_then_age() {
         let now = Timestamp::from_second(1_700_000_000 + 100).unwrap();
-        let mut v = vec![
+        let mut v = [
             item("old-low", 0, 0, None),
             item("new-high", 10, 90, None),
             item("mid-deadline", 1, 50, Some(500)),

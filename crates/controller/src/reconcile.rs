@@ -913,11 +913,11 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
         start_time: prev
             .start_time
             .clone()
-            .or_else(|| (running > 0).then(|| Time(now))),
+            .or_else(|| (running > 0).then_some(Time(now))),
         completion_time: prev
             .completion_time
             .clone()
-            .or_else(|| terminal.then(|| Time(now))),
+            .or_else(|| terminal.then_some(Time(now))),
         items_per_second: (rate > 0.0).then_some((rate * 100.0).round() / 100.0),
         message: summary.message.clone(),
     };
