@@ -79,7 +79,7 @@ worker-bench: worker-assets ## worker vs sentence-transformers on 2,000 verses (
 demo: ## fresh clone: build, start a local control plane, two dev nodes, run a real InferenceJob end to end (then again, killing a replica)
 	hack/demo.sh
 
-demo-prereqs: ## build what the demo and its test need: release binaries, torch venv, model, corpus (cached)
+demo-prereqs: ## build what the demo and its test need: binaries, torch venv, model, corpus (cached)
 	hack/demo.sh prereqs
 
 ## ---- checks and tests ----

@@ -8,8 +8,9 @@
 //! warm): control-plane tools, the torch venv, the worker, controller and node agent
 //! binaries (dev profile), the exported model and the corpus.
 //!
-//! The controller is confined to this test's namespace and to this test's nodes (a node
-//! label), so it neither sees other tests' jobs nor places replicas on other nodes.
+//! The controller is confined to this test's namespace (`--namespace`) and the job to this
+//! test's nodes (`placement.nodeSelector` on a node label), so neither other tests' jobs nor
+//! other nodes are involved.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -170,7 +171,7 @@ async fn demo_job_path_embeds_a_corpus_slice_exactly_once() {
     }
     let controller = format!(
         "export KUBECONFIG='{kc}'; exec '{rel}/autoglm-controller' --admin-addr 127.0.0.1:0 \
-         --namespace '{ns}' --node-selector '{pool}'",
+         --namespace '{ns}'",
         kc = kubeconfig.display(),
         rel = rel.display(),
         ns = ns.name(),
@@ -183,7 +184,13 @@ async fn demo_job_path_embeds_a_corpus_slice_exactly_once() {
         .replace("@NAME@", "demo-path")
         .replace("@MODEL_DIR@", &model_dir.to_string_lossy())
         .replace("@INPUT@", &input.to_string_lossy())
-        .replace("@OUTPUT@", &output.to_string_lossy());
+        .replace("@OUTPUT@", &output.to_string_lossy())
+        // Only this test's nodes (the controller's --node-selector would also filter the
+        // GpuNodes, which do not carry Node labels).
+        .replace(
+            "    policy: spread",
+            &format!("    policy: spread\n    nodeSelector: {{pool: {}}}", ns.name()),
+        );
     let job_file = tmp.path().join("job.yaml");
     std::fs::write(&job_file, yaml).unwrap();
     let out = ns.kubectl(&["apply", "-f", &job_file.to_string_lossy()]);
