@@ -35,8 +35,9 @@ cluster-status: ## show the local control plane's processes and /readyz
 ## ---- API (issue 3) ----
 .PHONY: crds crds-check
 CRD_DIRS := crds charts/open-autoglm/crds
-crds: ## regenerate crds/ (and the chart's copy) from the Rust types
+crds: ## regenerate crds/ (and the chart's copy) from the Rust types, then manifests/ (which embeds them)
 	$(CARGO) run --quiet -p autoglm-api --bin crdgen -- $(addprefix --out ,$(CRD_DIRS))
+	$(MAKE) --no-print-directory manifests
 
 crds-check: ## fail when the committed CRD YAML differs from what the Rust types generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -87,13 +88,13 @@ demo-prereqs: ## build what the demo and its test need: binaries, torch venv, mo
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check, clippy with -D warnings, generated-file drift
+lint: ## rustfmt check, clippy with -D warnings (needs the torch venv: make torch), generated-file drift
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	eval "$$(hack/torch-env.sh env)" && $(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory crds-check manifests-check
 
-test: ## everything CI checks: lint, drift checks, unit, property and integration tests
-	$(MAKE) lint
-	$(CARGO) test --workspace
+test: tools worker-assets ## everything CI checks: lint, drift, helm/docker/shell lint, unit, property, integration and install tests
+	hack/test.sh
 
 ## ---- install (issue 9) ----
 # The Helm chart, the plain manifests rendered from it, the Dockerfile and the kind e2e script.
