@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Cluster, GpuRequest, NodeState, PodRequest, TaintEffect};
+use crate::model::{Cluster, GpuRequest, NodeState, NodeSummary, PodRequest, TaintEffect};
 
 /// Why one node cannot host a request. Variants are ordered as the checks run.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -143,7 +143,86 @@ impl fmt::Display for Unschedulable {
 
 impl std::error::Error for Unschedulable {}
 
-/// Fill `out` with the indexes of nodes that can host `req`.
+/// Whether the summary alone decides `check_node` for this request: no node selector and no
+/// GPU-type constraint (taints and GPU counts are per node, see [`summary_reason`]).
+fn summary_decides(req: &PodRequest) -> bool {
+    req.node_selector.is_empty() && (req.gpu == GpuRequest::None || req.gpu_types.is_empty())
+}
+
+/// The resource part of [`check_node`] (CPU, memory, GPU count, milli-GPU, GPU MiB, and "has a
+/// GPU at all" for GPU requests) read from the node's summary. `None` means the summary
+/// cannot tell (more GPUs than it keeps inline): check the [`NodeState`].
+///
+/// For a node without hard taints and a request for which [`summary_decides`] holds, this is
+/// exactly [`check_node`]'s answer; otherwise a failure here is still a definite failure
+/// (the resource rules are necessary), but the reported reason may not be the first one.
+#[inline]
+fn summary_reason(s: &NodeSummary, req: &PodRequest) -> Option<Result<(), Reason>> {
+    if !s.inline {
+        return None;
+    }
+    if req.gpu != GpuRequest::None && s.gpus == 0 {
+        return Some(Err(Reason::GpuTypeMismatch));
+    }
+    if u64::from(s.cpu_free) < req.cpu_milli {
+        return Some(Err(Reason::InsufficientCpu(req.cpu_milli)));
+    }
+    if u64::from(s.mem_free) < req.mem_mib {
+        return Some(Err(Reason::InsufficientMemory(req.mem_mib)));
+    }
+    Some(match req.gpu {
+        GpuRequest::None => Ok(()),
+        GpuRequest::Whole { count } => {
+            if u32::from(s.idle_gpus) < count {
+                Err(Reason::InsufficientGpus(count))
+            } else {
+                Ok(())
+            }
+        }
+        GpuRequest::Shared { milli, mem_mib } => {
+            let n = usize::from(s.gpus);
+            let mut milli_ok = false;
+            for g in 0..n {
+                if u32::from(s.gpu_milli_free[g]) >= milli {
+                    milli_ok = true;
+                    if u64::from(s.gpu_mem_free[g]) >= mem_mib {
+                        return Some(Ok(()));
+                    }
+                }
+            }
+            if milli_ok {
+                Err(Reason::NoGpuWithMemory(mem_mib))
+            } else {
+                Err(Reason::NoGpuWithMilli(milli))
+            }
+        }
+    })
+}
+
+/// Fast boolean resource filter on a summary (same rules as [`summary_reason`], no reason).
+#[inline]
+fn summary_fits(s: &NodeSummary, req: &PodRequest) -> bool {
+    if u64::from(s.cpu_free) < req.cpu_milli || u64::from(s.mem_free) < req.mem_mib {
+        return false;
+    }
+    match req.gpu {
+        GpuRequest::None => true,
+        GpuRequest::Whole { count } => s.gpus > 0 && u32::from(s.idle_gpus) >= count,
+        GpuRequest::Shared { milli, mem_mib } => {
+            let n = usize::from(s.gpus);
+            (0..n).any(|g| {
+                u32::from(s.gpu_milli_free[g]) >= milli && u64::from(s.gpu_mem_free[g]) >= mem_mib
+            })
+        }
+    }
+}
+
+/// Fill `out` with the indexes of nodes that can host `req`, in node order.
+///
+/// Scans the cluster's flat [`NodeSummary`] array; a node's [`NodeState`] is only read when
+/// the summary cannot decide (hard taints, node selector, GPU-type constraint, more than
+/// [`crate::model::SUMMARY_GPUS`] GPUs or quantities too large for the summary) and the node's resources fit. The result is the same
+/// as running [`check_node`] on every node.
 ///
 /// # Errors
 /// [`Unschedulable`] with per-reason counts when no node fits.
@@ -153,9 +232,25 @@ pub fn feasible_nodes(
     out: &mut Vec<usize>,
 ) -> Result<(), Unschedulable> {
     out.clear();
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        if check_node(node, req).is_ok() {
-            out.push(i);
+    if let Some(summary) = cluster.summary() {
+        debug_assert!(cluster.summary_is_current(), "cluster summary is stale");
+        let decides = summary_decides(req);
+        for (i, s) in summary.iter().enumerate() {
+            let fits = if !s.inline {
+                check_node(&cluster.nodes[i], req).is_ok()
+            } else {
+                summary_fits(s, req)
+                    && ((decides && !s.hard_taints) || check_node(&cluster.nodes[i], req).is_ok())
+            };
+            if fits {
+                out.push(i);
+            }
+        }
+    } else {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            if check_node(node, req).is_ok() {
+                out.push(i);
+            }
         }
     }
     if out.is_empty() {
@@ -169,9 +264,33 @@ pub fn feasible_nodes(
 /// nothing fits).
 pub fn explain(cluster: &Cluster, req: &PodRequest) -> Unschedulable {
     let mut reasons = BTreeMap::new();
-    for node in &cluster.nodes {
-        if let Err(r) = check_node(node, req) {
-            *reasons.entry(r).or_insert(0) += 1;
+    let decides = summary_decides(req);
+    match cluster.summary() {
+        Some(summary) if decides => {
+            // Few distinct reasons: count them in a short list, then sort into the map.
+            let mut counts: Vec<(Reason, usize)> = Vec::new();
+            for (i, s) in summary.iter().enumerate() {
+                let r = match summary_reason(s, req) {
+                    Some(r) if !s.hard_taints => r,
+                    _ => check_node(&cluster.nodes[i], req),
+                };
+                if let Err(r) = r {
+                    match counts.iter_mut().find(|(k, _)| *k == r) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((r, 1)),
+                    }
+                }
+            }
+            for (r, n) in counts {
+                *reasons.entry(r).or_insert(0) += n;
+            }
+        }
+        _ => {
+            for node in &cluster.nodes {
+                if let Err(r) = check_node(node, req) {
+                    *reasons.entry(r).or_insert(0) += 1;
+                }
+            }
         }
     }
     Unschedulable {

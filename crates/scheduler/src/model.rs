@@ -419,17 +419,135 @@ pub struct Placement {
     pub score: f64,
 }
 
+/// Most GPUs per node that [`NodeSummary`] keeps inline; nodes with more are checked on
+/// their [`NodeState`] (still correct, just not the fast path).
+pub const SUMMARY_GPUS: usize = 8;
+
+/// A flat, copyable digest of one node's free resources, kept by [`Cluster::new`],
+/// [`Cluster::allocate`] and [`Cluster::release`] so that the feasibility filter scans one
+/// contiguous array (one 64-byte cache line per node) instead of chasing each node's GPU,
+/// label and taint allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C, align(64))]
+pub struct NodeSummary {
+    /// Free CPU in milli-CPU (meaningful only when `inline`).
+    pub cpu_free: u32,
+    /// Free memory in MiB (meaningful only when `inline`).
+    pub mem_free: u32,
+    /// Free GPU memory in MiB per GPU (first `gpus` entries).
+    pub gpu_mem_free: [u32; SUMMARY_GPUS],
+    /// Free milli-GPU per GPU (first `gpus` entries).
+    pub gpu_milli_free: [u16; SUMMARY_GPUS],
+    /// GPUs with nothing allocated.
+    pub idle_gpus: u8,
+    /// Number of GPUs.
+    pub gpus: u8,
+    /// Whether this digest is complete: at most [`SUMMARY_GPUS`] GPUs and every quantity
+    /// fits its field. When `false`, check the [`NodeState`] itself.
+    pub inline: bool,
+    /// Whether the node has a `NoSchedule`/`NoExecute` taint (then taints must be checked
+    /// on the [`NodeState`]).
+    pub hard_taints: bool,
+}
+
+impl NodeSummary {
+    /// Digest of `node`.
+    pub fn of(node: &NodeState) -> Self {
+        let mut s = Self {
+            hard_taints: node
+                .taints
+                .iter()
+                .any(|t| t.effect != TaintEffect::PreferNoSchedule),
+            ..Self::default()
+        };
+        let (Ok(cpu), Ok(mem)) = (
+            u32::try_from(node.cpu_free()),
+            u32::try_from(node.mem_free()),
+        ) else {
+            return s;
+        };
+        if node.gpus.len() > SUMMARY_GPUS {
+            return s;
+        }
+        s.cpu_free = cpu;
+        s.mem_free = mem;
+        for (i, g) in node.gpus.iter().enumerate() {
+            let (Ok(milli), Ok(mem)) = (
+                u16::try_from(g.milli_free()),
+                u32::try_from(g.mem_free_mib()),
+            ) else {
+                return s;
+            };
+            s.gpu_milli_free[i] = milli;
+            s.gpu_mem_free[i] = mem;
+            if g.is_idle() {
+                s.idle_gpus += 1;
+            }
+        }
+        s.gpus = node.gpus.len() as u8;
+        s.inline = true;
+        s
+    }
+}
+
 /// A set of nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// Besides `nodes`, a cluster keeps one [`NodeSummary`] per node for the feasibility filter;
+/// [`Cluster::allocate`] and [`Cluster::release`] keep it current. Code that changes
+/// `nodes` directly (other than `generation`) must call [`Cluster::resync`] afterwards;
+/// while the summary's length differs from `nodes` (e.g. after deserialising or pushing a
+/// node), feasibility falls back to checking every [`NodeState`].
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Cluster {
     /// Nodes, index = node id used by [`Placement::node`].
     pub nodes: Vec<NodeState>,
+    #[serde(skip)]
+    summary: Vec<NodeSummary>,
+}
+
+impl PartialEq for Cluster {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+}
+
+impl Eq for Cluster {}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
     /// A cluster of `nodes`.
     pub fn new(nodes: Vec<NodeState>) -> Self {
-        Self { nodes }
+        let summary = nodes.iter().map(NodeSummary::of).collect();
+        Self { nodes, summary }
+    }
+    /// Rebuild the per-node summaries after changing `nodes` directly.
+    pub fn resync(&mut self) {
+        self.summary = self.nodes.iter().map(NodeSummary::of).collect();
+    }
+    /// The per-node summaries, when they cover every node (see [`Cluster::resync`]).
+    pub fn summary(&self) -> Option<&[NodeSummary]> {
+        (self.summary.len() == self.nodes.len()).then_some(self.summary.as_slice())
+    }
+    /// Whether the summaries match the nodes exactly (for debug assertions and tests).
+    pub fn summary_is_current(&self) -> bool {
+        self.summary.len() == self.nodes.len()
+            && self
+                .nodes
+                .iter()
+                .zip(&self.summary)
+                .all(|(n, s)| NodeSummary::of(n) == *s)
+    }
+    fn refresh(&mut self, node: usize) {
+        if self.summary.len() == self.nodes.len() {
+            self.summary[node] = NodeSummary::of(&self.nodes[node]);
+        }
     }
     /// Total GPU compute in milli-GPU.
     pub fn gpu_milli_capacity(&self) -> u64 {
@@ -554,6 +672,7 @@ impl Cluster {
         }
         node.pods += 1;
         node.generation += 1;
+        self.refresh(placement.node);
         Ok(())
     }
 
@@ -612,6 +731,7 @@ impl Cluster {
         }
         node.pods -= 1;
         node.generation += 1;
+        self.refresh(placement.node);
         Ok(())
     }
 }
