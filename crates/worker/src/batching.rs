@@ -108,7 +108,11 @@ impl AdaptiveBatchSize {
     #[must_use]
     pub fn new(max_size: usize, target: Option<Duration>) -> Self {
         let max_size = max_size.max(1);
-        let size = if target.is_some() { (max_size / 4).max(1) } else { max_size };
+        let size = if target.is_some() {
+            (max_size / 4).max(1)
+        } else {
+            max_size
+        };
         Self {
             size,
             max_size,
@@ -172,7 +176,11 @@ impl AdaptiveBatchSize {
         if let Some(last) = self.last_throughput {
             // Going up must not lose more than 2%; going down must win more than 2%
             // (smaller batches cost items/s, so they have to earn it).
-            let reverse = if self.up { throughput < last * 0.98 } else { throughput <= last * 1.02 };
+            let reverse = if self.up {
+                throughput < last * 0.98
+            } else {
+                throughput <= last * 1.02
+            };
             if reverse {
                 self.up = !self.up;
             }

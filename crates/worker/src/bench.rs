@@ -46,10 +46,18 @@ pub struct Row {
 /// Cosine similarity of two vectors (0 when either is zero).
 #[must_use]
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }
 
 /// The smallest cosine over lines present in both maps (1 when none).
@@ -70,12 +78,17 @@ pub fn read_vectors(replica: &Path) -> anyhow::Result<BTreeMap<u64, Vec<f32>>> {
         .with_context(|| format!("failed to list {}", replica.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
         .collect();
     names.sort();
     for p in names {
         let bytes = std::fs::read(&p).with_context(|| format!("failed to read {}", p.display()))?;
-        for r in decode_part(OutputFormat::Jsonl, Task::Embedding, &bytes).map_err(anyhow::Error::msg)? {
+        for r in
+            decode_part(OutputFormat::Jsonl, Task::Embedding, &bytes).map_err(anyhow::Error::msg)?
+        {
             if let Ok(Prediction::Embedding(v)) = r.result {
                 out.insert(r.line, v);
             }
@@ -95,7 +108,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn run(&mut self, model: &str, batch: usize, target: Option<Duration>) -> anyhow::Result<(RunReport, BTreeMap<u64, Vec<f32>>)> {
+    fn run(
+        &mut self,
+        model: &str,
+        batch: usize,
+        target: Option<Duration>,
+    ) -> anyhow::Result<(RunReport, BTreeMap<u64, Vec<f32>>)> {
         self.runs += 1;
         let out = self.scratch.join(format!("run-{}", self.runs));
         let cfg = RunConfig {
@@ -118,7 +136,13 @@ impl Ctx<'_> {
             max_failed_items: 0,
         };
         let (m, _) = load_model(Path::new(model), self.a.model.device, self.threads)?;
-        let report = crate::pipeline::run(&cfg, m, self.tokenizer.clone(), self.rt.handle(), Arc::new(Telemetry::new()))?;
+        let report = crate::pipeline::run(
+            &cfg,
+            m,
+            self.tokenizer.clone(),
+            self.rt.handle(),
+            Arc::new(Telemetry::new()),
+        )?;
         let vectors = read_vectors(&out.join(replica_dir(0)))?;
         Ok((report, vectors))
     }
@@ -136,7 +160,11 @@ fn worker_row(name: String, r: &RunReport) -> Row {
         p50: Some(percentile(&lat, 0.5)),
         p99: Some(percentile(&lat, 0.99)),
         mean_batch: Some(rows as f64 / r.batches.len().max(1) as f64),
-        padding: Some(if cells == 0 { 0.0 } else { 1.0 - real as f64 / cells as f64 }),
+        padding: Some(if cells == 0 {
+            0.0
+        } else {
+            1.0 - real as f64 / cells as f64
+        }),
         worst_cosine: None,
     }
 }
@@ -155,11 +183,14 @@ pub fn cmd_bench(a: &BenchArgs) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("autoglm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     // The corpus head: the first --limit non-blank lines, renumbered from line 1.
-    let text = std::fs::read_to_string(&a.input).with_context(|| format!("failed to read {}", a.input))?;
+    let text =
+        std::fs::read_to_string(&a.input).with_context(|| format!("failed to read {}", a.input))?;
     let mut head = String::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()).take(a.limit) {
         let v: serde_json::Value = serde_json::from_str(line).context("corpus line is not JSON")?;
-        let t = v[&a.text_field].as_str().context("corpus line without the text field")?;
+        let t = v[&a.text_field]
+            .as_str()
+            .context("corpus line without the text field")?;
         head.push_str(&serde_json::json!({ "text": t }).to_string());
         head.push('\n');
     }
@@ -178,12 +209,18 @@ pub fn cmd_bench(a: &BenchArgs) -> anyhow::Result<()> {
     };
     let max = a.batch.max_batch_size as usize;
     let target = (a.batch.target_p99_ms > 0).then(|| Duration::from_millis(a.batch.target_p99_ms));
-    eprintln!("bench: {items} items, {threads} intra-op threads, device {:?}", a.model.device);
+    eprintln!(
+        "bench: {items} items, {threads} intra-op threads, device {:?}",
+        a.model.device
+    );
     ctx.run(&a.model.model, 16, None)?; // warm-up
     let mut rows = Vec::new();
     let (adaptive, reference) = ctx.run(&a.model.model, max, target)?;
     let mut row = worker_row(
-        format!("worker fp32, adaptive (max {max}, target {} ms)", a.batch.target_p99_ms),
+        format!(
+            "worker fp32, adaptive (max {max}, target {} ms)",
+            a.batch.target_p99_ms
+        ),
         &adaptive,
     );
     row.worst_cosine = Some(1.0);
@@ -203,7 +240,10 @@ pub fn cmd_bench(a: &BenchArgs) -> anyhow::Result<()> {
         let (r, v) = ctx.run(bf16, max, target)?;
         let mut row = worker_row(format!("worker bf16, adaptive (max {max})"), &r);
         row.worst_cosine = Some(worst_cosine(&reference, &v));
-        bf16_speedup = Some((row.items_per_second / rows[0].items_per_second, row.worst_cosine.unwrap_or(0.0)));
+        bf16_speedup = Some((
+            row.items_per_second / rows[0].items_per_second,
+            row.worst_cosine.unwrap_or(0.0),
+        ));
         rows.push(row);
     }
     let mut st_ratio = None;
@@ -213,15 +253,24 @@ pub fn cmd_bench(a: &BenchArgs) -> anyhow::Result<()> {
             .arg(&a.st_script)
             .args(["--model", st_model, "--input"])
             .arg(&corpus)
-            .args(["--threads", &threads.to_string(), "--batch-size", &a.st_batch_size.to_string()])
+            .args([
+                "--threads",
+                &threads.to_string(),
+                "--batch-size",
+                &a.st_batch_size.to_string(),
+            ])
             .args(["--device", &a.st_device, "--out"])
             .arg(&st_out)
             .output()
             .with_context(|| format!("failed to run {} {}", a.python, a.st_script.display()))?;
         if !out.status.success() {
-            bail!("sentence-transformers reference failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "sentence-transformers reference failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).context("reference printed no JSON summary")?;
+        let summary: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("reference printed no JSON summary")?;
         let st_vectors = read_st(&st_out)?;
         let ips = summary["itemsPerSecond"].as_f64().unwrap_or(0.0);
         st_ratio = Some(rows[0].items_per_second / ips.max(1e-9));
@@ -253,11 +302,14 @@ pub fn cmd_bench(a: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn read_st(path: &Path) -> anyhow::Result<BTreeMap<u64, Vec<f32>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
-        let l = v["line"].as_u64().context("reference line without `line`")?;
+        let l = v["line"]
+            .as_u64()
+            .context("reference line without `line`")?;
         let e = v["embedding"]
             .as_array()
             .context("reference line without `embedding`")?
@@ -271,8 +323,11 @@ fn read_st(path: &Path) -> anyhow::Result<BTreeMap<u64, Vec<f32>>> {
 }
 
 fn print_table(rows: &[Row]) {
-    let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
-    println!("| run | items/s | p50 batch ms | p99 batch ms | mean batch | padding | worst cosine vs fp32 adaptive |");
+    let ms =
+        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+    println!(
+        "| run | items/s | p50 batch ms | p99 batch ms | mean batch | padding | worst cosine vs fp32 adaptive |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
@@ -282,7 +337,8 @@ fn print_table(rows: &[Row]) {
             ms(r.p50),
             ms(r.p99),
             r.mean_batch.map_or("-".into(), |m| format!("{m:.1}")),
-            r.padding.map_or("-".into(), |p| format!("{:.1}%", p * 100.0)),
+            r.padding
+                .map_or("-".into(), |p| format!("{:.1}%", p * 100.0)),
             r.worst_cosine.map_or("-".into(), |c| format!("{c:.6}")),
         );
     }

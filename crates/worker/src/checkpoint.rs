@@ -111,7 +111,9 @@ pub enum CheckpointError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The checkpoint file is not what this worker wrote.
-    #[error("refusing checkpoint {path}: {reason}; nothing was deleted (inspect it, or remove the replica folder to start over)")]
+    #[error(
+        "refusing checkpoint {path}: {reason}; nothing was deleted (inspect it, or remove the replica folder to start over)"
+    )]
     Corrupt {
         /// The checkpoint file.
         path: String,
@@ -129,7 +131,9 @@ pub enum CheckpointError {
         reason: String,
     },
     /// The checkpoint belongs to another replica or output format.
-    #[error("refusing checkpoint {path}: it belongs to {found:?}, this worker is {expected:?}; nothing was deleted")]
+    #[error(
+        "refusing checkpoint {path}: it belongs to {found:?}, this worker is {expected:?}; nothing was deleted"
+    )]
     WrongReplica {
         /// The checkpoint file.
         path: String,
@@ -186,7 +190,8 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<Checkpoint, CheckpointError> {
         reason,
     };
     let text = std::str::from_utf8(bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
-    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| corrupt(format!("not a checkpoint envelope: {e}")))?;
+    let env: Envelope<'_> = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("not a checkpoint envelope: {e}")))?;
     let actual = sha256_hex(env.checkpoint.get().as_bytes());
     if actual != env.sha256 {
         return Err(corrupt(format!(
@@ -194,8 +199,8 @@ pub fn decode(bytes: &[u8], path: &str) -> Result<Checkpoint, CheckpointError> {
             env.sha256
         )));
     }
-    let cp: Checkpoint =
-        serde_json::from_str(env.checkpoint.get()).map_err(|e| corrupt(format!("invalid checkpoint: {e}")))?;
+    let cp: Checkpoint = serde_json::from_str(env.checkpoint.get())
+        .map_err(|e| corrupt(format!("invalid checkpoint: {e}")))?;
     if cp.format_version != FORMAT_VERSION {
         return Err(corrupt(format!(
             "format version {} (this worker reads {FORMAT_VERSION})",
@@ -273,7 +278,10 @@ fn verify_parts(dir: &OutputDir, cp: &Checkpoint, path: &str) -> Result<(), Chec
         if part.first_item != next {
             return Err(mismatch(
                 &part.name,
-                format!("starts at item {} but the previous part ends at {next}", part.first_item),
+                format!(
+                    "starts at item {} but the previous part ends at {next}",
+                    part.first_item
+                ),
             ));
         }
         next += part.items;
@@ -283,7 +291,11 @@ fn verify_parts(dir: &OutputDir, cp: &Checkpoint, path: &str) -> Result<(), Chec
         if bytes.len() as u64 != part.bytes {
             return Err(mismatch(
                 &part.name,
-                format!("has {} bytes, the checkpoint says {}", bytes.len(), part.bytes),
+                format!(
+                    "has {} bytes, the checkpoint says {}",
+                    bytes.len(),
+                    part.bytes
+                ),
             ));
         }
         let sha = sha256_hex(&bytes);
@@ -297,7 +309,10 @@ fn verify_parts(dir: &OutputDir, cp: &Checkpoint, path: &str) -> Result<(), Chec
     if next != cp.next_item {
         return Err(CheckpointError::Corrupt {
             path: path.to_string(),
-            reason: format!("its parts hold {next} items but nextItem is {}", cp.next_item),
+            reason: format!(
+                "its parts hold {next} items but nextItem is {}",
+                cp.next_item
+            ),
         });
     }
     Ok(())
@@ -347,10 +362,11 @@ pub fn write_manifest(dir: &OutputDir, cp: &Checkpoint) -> Result<Manifest, Chec
         parts: cp.parts.clone(),
         completed_at: now_rfc3339(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|source| CheckpointError::Encode {
-        what: MANIFEST_FILE,
-        source,
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|source| CheckpointError::Encode {
+            what: MANIFEST_FILE,
+            source,
+        })?;
     bytes.push(b'\n');
     dir.put_atomic(MANIFEST_FILE, &bytes)?;
     Ok(manifest)
@@ -388,11 +404,18 @@ mod tests {
     }
 
     fn dir(tmp: &tempfile::TempDir, rt: &tokio::runtime::Runtime) -> OutputDir {
-        OutputDir::open(tmp.path().to_str().unwrap(), "replica-1", rt.handle().clone()).unwrap()
+        OutputDir::open(
+            tmp.path().to_str().unwrap(),
+            "replica-1",
+            rt.handle().clone(),
+        )
+        .unwrap()
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -420,7 +443,13 @@ mod tests {
         assert_eq!(got.items_failed, 1);
         assert_eq!(got.parts[1].first_item, 2);
         assert_eq!(got.parts[0].sha256, sha256_hex(b"a\nb\n"));
-        assert_eq!(r.removed, vec![".checkpoint.json.tmp".to_string(), "part-00002.jsonl".to_string()]);
+        assert_eq!(
+            r.removed,
+            vec![
+                ".checkpoint.json.tmp".to_string(),
+                "part-00002.jsonl".to_string()
+            ]
+        );
         assert!(!r.finished);
         assert_eq!(
             d.list().unwrap(),
@@ -443,7 +472,11 @@ mod tests {
             let err = resume(&d, &identity()).expect_err(&format!("flip at byte {i} not detected"));
             assert!(err.to_string().contains("refusing checkpoint"), "{err}");
             assert!(err.to_string().contains("nothing was deleted"), "{err}");
-            assert_eq!(d.list().unwrap().len(), 3, "a file was deleted after a flip at {i}");
+            assert_eq!(
+                d.list().unwrap().len(),
+                3,
+                "a file was deleted after a flip at {i}"
+            );
         }
     }
 

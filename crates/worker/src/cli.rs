@@ -104,7 +104,12 @@ pub struct RunArgs {
     #[arg(long, env = "AUTOGLM_OUTPUT")]
     pub output: String,
     /// Part file format.
-    #[arg(long, env = "AUTOGLM_OUTPUT_FORMAT", value_enum, default_value = "parquet")]
+    #[arg(
+        long,
+        env = "AUTOGLM_OUTPUT_FORMAT",
+        value_enum,
+        default_value = "parquet"
+    )]
     pub output_format: OutputFormat,
     /// This replica, `0..replicas`.
     #[arg(long, env = "AUTOGLM_REPLICA_INDEX", default_value_t = 0)]
@@ -173,20 +178,33 @@ pub struct BenchArgs {
 /// Resolves `--threads 0` to the container's CPU.
 #[must_use]
 pub fn resolve_threads(threads: usize) -> usize {
-    if threads == 0 { crate::resources::cpu_threads() } else { threads }
+    if threads == 0 {
+        crate::resources::cpu_threads()
+    } else {
+        threads
+    }
 }
 
 /// Fetches a model or tokenizer URI to a local file (remote objects go to a temp folder).
 ///
 /// # Errors
 /// When the object cannot be read or written locally.
-pub fn local_file(rt: &tokio::runtime::Runtime, uri: &str, scratch: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub fn local_file(
+    rt: &tokio::runtime::Runtime,
+    uri: &str,
+    scratch: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = crate::store::local_path(uri) {
         return Ok(p);
     }
     let bytes = rt.block_on(crate::store::read_all(uri))?;
-    std::fs::create_dir_all(scratch).with_context(|| format!("failed to create {}", scratch.display()))?;
-    let name = uri.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("model");
+    std::fs::create_dir_all(scratch)
+        .with_context(|| format!("failed to create {}", scratch.display()))?;
+    let name = uri
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("model");
     let path = scratch.join(name);
     std::fs::write(&path, &bytes).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(path)
@@ -197,8 +215,12 @@ pub fn local_file(rt: &tokio::runtime::Runtime, uri: &str, scratch: &std::path::
 /// # Errors
 /// When the file cannot be read or is not a tokenizer.
 pub fn load_tokenizer(path: &std::path::Path) -> anyhow::Result<TextTokenizer> {
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read tokenizer {}", path.display()))?;
-    Ok(TextTokenizer::from_bytes(&bytes, &path.display().to_string())?)
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("failed to read tokenizer {}", path.display()))?;
+    Ok(TextTokenizer::from_bytes(
+        &bytes,
+        &path.display().to_string(),
+    )?)
 }
 
 /// Loads the libtorch model; returns it with its size in MiB and whether it is on CUDA.
@@ -207,7 +229,11 @@ pub fn load_tokenizer(path: &std::path::Path) -> anyhow::Result<TextTokenizer> {
 /// When the file is not TorchScript, the device is unavailable, or the crate was built
 /// without the `libtorch` feature.
 #[cfg(feature = "libtorch")]
-pub fn load_model(path: &std::path::Path, device: DeviceArg, threads: usize) -> anyhow::Result<(Box<dyn Model>, bool)> {
+pub fn load_model(
+    path: &std::path::Path,
+    device: DeviceArg,
+    threads: usize,
+) -> anyhow::Result<(Box<dyn Model>, bool)> {
     use crate::torch::{DeviceChoice, TorchModel};
     let device = match device {
         DeviceArg::Auto => DeviceChoice::Auto,
@@ -225,7 +251,11 @@ pub fn load_model(path: &std::path::Path, device: DeviceArg, threads: usize) -> 
 /// # Errors
 /// Always.
 #[cfg(not(feature = "libtorch"))]
-pub fn load_model(path: &std::path::Path, _device: DeviceArg, _threads: usize) -> anyhow::Result<(Box<dyn Model>, bool)> {
+pub fn load_model(
+    path: &std::path::Path,
+    _device: DeviceArg,
+    _threads: usize,
+) -> anyhow::Result<(Box<dyn Model>, bool)> {
     bail!(
         "failed to load {}: this autoglm-worker was built without the `libtorch` feature",
         path.display()
@@ -235,12 +265,20 @@ pub fn load_model(path: &std::path::Path, _device: DeviceArg, _threads: usize) -
 /// On CUDA with `AUTOGLM_GPU_MEMORY_MIB` set, lowers the token budget to what the cap allows
 /// (see `torch::token_budget_for_cap`); otherwise returns `max_tokens`.
 #[must_use]
-pub fn clamp_tokens_to_gpu_cap(cuda: bool, model_path: &std::path::Path, max_tokens: usize) -> usize {
+pub fn clamp_tokens_to_gpu_cap(
+    cuda: bool,
+    model_path: &std::path::Path,
+    max_tokens: usize,
+) -> usize {
     #[cfg(feature = "libtorch")]
     if let (true, Some(cap)) = (cuda, crate::resources::gpu_memory_cap_mib()) {
         let budget = crate::torch::token_budget_for_cap(cap, crate::torch::file_mib(model_path));
         if budget < max_tokens {
-            tracing::info!(cap_mib = cap, max_batch_tokens = budget, "token budget clamped to the GPU memory cap");
+            tracing::info!(
+                cap_mib = cap,
+                max_batch_tokens = budget,
+                "token budget clamped to the GPU memory cap"
+            );
             return budget;
         }
     }
@@ -268,7 +306,8 @@ pub fn run_config(a: &RunArgs, max_batch_tokens: usize) -> RunConfig {
         max_batch_size: a.batch.max_batch_size as usize,
         max_batch_tokens,
         max_delay: Duration::from_millis(a.batch.max_delay_ms),
-        target_p99: (a.batch.target_p99_ms > 0).then(|| Duration::from_millis(a.batch.target_p99_ms)),
+        target_p99: (a.batch.target_p99_ms > 0)
+            .then(|| Duration::from_millis(a.batch.target_p99_ms)),
         checkpoint_every_items: a.checkpoint_every_items,
         checkpoint_every: Duration::from_secs(a.checkpoint_every_seconds),
         max_failed_items: a.max_failed_items,
@@ -295,10 +334,12 @@ pub fn cmd_run(a: &RunArgs) -> anyhow::Result<RunReport> {
         .context("failed to start the tokio runtime")?;
     let telemetry = Arc::new(Telemetry::new());
     if !a.admin_addr.is_empty() {
-        let addr: SocketAddr = a
-            .admin_addr
-            .parse()
-            .with_context(|| format!("invalid --admin-addr {:?}: expected host:port", a.admin_addr))?;
+        let addr: SocketAddr = a.admin_addr.parse().with_context(|| {
+            format!(
+                "invalid --admin-addr {:?}: expected host:port",
+                a.admin_addr
+            )
+        })?;
         let t = telemetry.clone();
         rt.spawn(async move {
             if let Err(e) = crate::telemetry::serve_admin(addr, t).await {

@@ -73,7 +73,11 @@ pub enum InputError {
 
 /// Parses one non-blank line into (id, text or error message naming the line and field).
 #[must_use]
-pub fn parse_line(line: u64, bytes: &[u8], fields: &Fields) -> (Option<String>, Result<String, String>) {
+pub fn parse_line(
+    line: u64,
+    bytes: &[u8],
+    fields: &Fields,
+) -> (Option<String>, Result<String, String>) {
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => return (None, Err(format!("line {line}: not valid JSON: {e}"))),
@@ -89,7 +93,11 @@ pub fn parse_line(line: u64, bytes: &[u8], fields: &Fields) -> (Option<String>, 
     if let Some(f) = &fields.id
         && id.is_none()
     {
-        let why = if obj.contains_key(f) { "must be a string or a number" } else { "is missing" };
+        let why = if obj.contains_key(f) {
+            "must be a string or a number"
+        } else {
+            "is missing"
+        };
         return (None, Err(format!("line {line}: field `{f}` {why}")));
     }
     let text = match obj.get(&fields.text) {
@@ -259,7 +267,10 @@ mod tests {
             parse_line(6, br#"{"id": "a", "text": 3}"#, &f).1,
             Err("line 6: field `text` must be a string, got a number".into())
         );
-        assert_eq!(parse_line(7, b"[1]", &f).1, Err("line 7: not a JSON object".into()));
+        assert_eq!(
+            parse_line(7, b"[1]", &f).1,
+            Err("line 7: not a JSON object".into())
+        );
         assert_eq!(
             parse_line(8, br#"{"text": "x"}"#, &f).1,
             Err("line 8: field `id` is missing".into())
@@ -275,7 +286,10 @@ mod tests {
         s.push(b"ab\r\nc", |l| lines.push(l.to_vec()));
         s.push(b"d\n\nef", |l| lines.push(l.to_vec()));
         s.finish(|l| lines.push(l.to_vec()));
-        assert_eq!(lines, vec![b"ab".to_vec(), b"cd".to_vec(), b"".to_vec(), b"ef".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![b"ab".to_vec(), b"cd".to_vec(), b"".to_vec(), b"ef".to_vec()]
+        );
     }
 
     #[tokio::test]
@@ -287,7 +301,9 @@ mod tests {
         // replica 0 of 2 owns lines 1, 3 (blank: not an item), 5; replica 1 owns 2, 4, 6
         let (tx, mut rx) = mpsc::channel(16);
         let uri = format!("file://{}", path.display());
-        let total = read_shard(&uri, Shard { index: 0, count: 2 }, 1, &fields(), tx).await.unwrap();
+        let total = read_shard(&uri, Shard { index: 0, count: 2 }, 1, &fields(), tx)
+            .await
+            .unwrap();
         assert_eq!(total, 2);
         let got = rx.recv().await.unwrap();
         assert_eq!(got.seq, 1);
@@ -295,14 +311,23 @@ mod tests {
         assert_eq!(got.text, Err("line 5: field `text` is missing".into()));
         assert!(rx.recv().await.is_none());
         let (tx, mut rx) = mpsc::channel(16);
-        let total = read_shard(path.to_str().unwrap(), Shard { index: 1, count: 2 }, 0, &fields(), tx)
-            .await
-            .unwrap();
+        let total = read_shard(
+            path.to_str().unwrap(),
+            Shard { index: 1, count: 2 },
+            0,
+            &fields(),
+            tx,
+        )
+        .await
+        .unwrap();
         assert_eq!(total, 3);
         let mut lines = Vec::new();
         while let Some(i) = rx.recv().await {
             lines.push((i.seq, i.line, i.id.unwrap()));
         }
-        assert_eq!(lines, vec![(0, 2, "2".into()), (1, 4, "4".into()), (2, 6, "6".into())]);
+        assert_eq!(
+            lines,
+            vec![(0, 2, "2".into()), (1, 4, "4".into()), (2, 6, "6".into())]
+        );
     }
 }

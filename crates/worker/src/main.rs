@@ -20,7 +20,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run(a) => {
             let report = cmd_run(&a)?;
             if report.already_finished {
-                tracing::info!(items = report.items_total, "replica already complete (manifest present)");
+                tracing::info!(
+                    items = report.items_total,
+                    "replica already complete (manifest present)"
+                );
             }
             Ok(())
         }

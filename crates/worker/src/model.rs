@@ -110,6 +110,10 @@ pub trait Model: Send {
     /// [`ModelError`] when the runtime fails; [`ModelError::OutOfMemory`] on device OOM.
     fn infer(&mut self, input: &ModelInput) -> Result<ModelOutput, ModelError>;
 
+    /// Called once on the model thread before the first batch (libtorch re-applies its
+    /// intra-op thread count there: OpenMP settings are per thread).
+    fn on_thread_start(&mut self) {}
+
     /// A short description for logs (`"TorchScript model.pt on cpu, 2 threads"`).
     fn describe(&self) -> String;
 }
@@ -189,7 +193,9 @@ impl Model for FakeModel {
 }
 
 /// What the worker computes per item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// The model's output row is the item's vector (written as is).
@@ -233,9 +239,15 @@ impl Prediction {
                 let best = scores
                     .iter()
                     .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |acc, (i, &s)| if s > acc.1 { (i, s) } else { acc })
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |acc, (i, &s)| if s > acc.1 { (i, s) } else { acc },
+                    )
                     .0;
-                let label = labels.get(best).cloned().unwrap_or_else(|| best.to_string());
+                let label = labels
+                    .get(best)
+                    .cloned()
+                    .unwrap_or_else(|| best.to_string());
                 Self::Classification { label, scores }
             }
         }

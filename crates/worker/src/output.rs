@@ -11,13 +11,20 @@
 //! | `scores`    | List<Float32>         | `scores`    | task `classification`, item succeeded  |
 //! | `error`     | Utf8, nullable        | `error`     | the item failed (bad JSON, no field)   |
 
+#[cfg(feature = "parquet")]
 use std::sync::Arc;
 
+#[cfg(feature = "parquet")]
 use arrow::array::{ArrayRef, Float32Builder, ListBuilder, StringBuilder, UInt64Builder};
+#[cfg(feature = "parquet")]
 use arrow::datatypes::{DataType, Field, Schema};
+#[cfg(feature = "parquet")]
 use arrow::record_batch::RecordBatch;
+#[cfg(feature = "parquet")]
 use parquet::arrow::ArrowWriter;
+#[cfg(feature = "parquet")]
 use parquet::basic::Compression;
+#[cfg(feature = "parquet")]
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 
@@ -71,15 +78,34 @@ pub enum EncodeError {
 ///
 /// # Errors
 /// [`EncodeError`] when Arrow/Parquet rejects the data (not expected).
-pub fn encode_part(format: OutputFormat, task: Task, records: &[OutputRecord]) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_part(
+    format: OutputFormat,
+    task: Task,
+    records: &[OutputRecord],
+) -> Result<Vec<u8>, EncodeError> {
     match format {
         OutputFormat::Jsonl => Ok(encode_jsonl(records)),
-        OutputFormat::Parquet => encode_parquet(task, records).map_err(|message| EncodeError::Encode {
-            format: "parquet",
-            message,
-        }),
+        OutputFormat::Parquet => {
+            encode_parquet(task, records).map_err(|message| EncodeError::Encode {
+                format: "parquet",
+                message,
+            })
+        }
     }
 }
+
+#[cfg(not(feature = "parquet"))]
+fn encode_parquet(_: Task, _: &[OutputRecord]) -> Result<Vec<u8>, String> {
+    Err(NO_PARQUET.to_string())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn decode_parquet(_: Task, _: &[u8]) -> Result<Vec<OutputRecord>, String> {
+    Err(NO_PARQUET.to_string())
+}
+
+#[cfg(not(feature = "parquet"))]
+const NO_PARQUET: &str = "this autoglm-worker was built without the `parquet` feature";
 
 #[derive(serde::Serialize)]
 struct JsonRecord<'a> {
@@ -129,6 +155,7 @@ fn encode_jsonl(records: &[OutputRecord]) -> Vec<u8> {
 }
 
 /// The Parquet schema for a task.
+#[cfg(feature = "parquet")]
 #[must_use]
 pub fn schema(task: Task) -> Schema {
     let list = || DataType::List(Arc::new(Field::new("item", DataType::Float32, false)));
@@ -147,6 +174,7 @@ pub fn schema(task: Task) -> Schema {
     Schema::new(fields)
 }
 
+#[cfg(feature = "parquet")]
 fn encode_parquet(task: Task, records: &[OutputRecord]) -> Result<Vec<u8>, String> {
     let schema = Arc::new(schema(task));
     let mut line = UInt64Builder::with_capacity(records.len());
@@ -192,7 +220,8 @@ fn encode_parquet(task: Task, records: &[OutputRecord]) -> Result<Vec<u8>, Strin
         .set_compression(Compression::SNAPPY)
         .build();
     let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| e.to_string())?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| e.to_string())?;
     writer.write(&batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(buf)
@@ -202,7 +231,11 @@ fn encode_parquet(task: Task, records: &[OutputRecord]) -> Result<Vec<u8>, Strin
 ///
 /// # Errors
 /// A message when the bytes are not a part of this format.
-pub fn decode_part(format: OutputFormat, task: Task, bytes: &[u8]) -> Result<Vec<OutputRecord>, String> {
+pub fn decode_part(
+    format: OutputFormat,
+    task: Task,
+    bytes: &[u8],
+) -> Result<Vec<OutputRecord>, String> {
     match format {
         OutputFormat::Jsonl => bytes
             .split(|&b| b == b'\n')
@@ -220,16 +253,22 @@ fn record_from_json(v: &Value) -> Result<OutputRecord, String> {
     let line = v["line"].as_u64().ok_or("record without line")?;
     let id = v.get("id").and_then(Value::as_str).map(str::to_string);
     let floats = |key: &str| -> Option<Vec<f32>> {
-        v.get(key)?
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+        v.get(key)?.as_array().map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|x| x as f32)
+                .collect()
+        })
     };
     let result = if let Some(e) = v.get("error").and_then(Value::as_str) {
         Err(e.to_string())
     } else if let Some(e) = floats("embedding") {
         Ok(Prediction::Embedding(e))
     } else {
-        let label = v["label"].as_str().ok_or("record without a result")?.to_string();
+        let label = v["label"]
+            .as_str()
+            .ok_or("record without a result")?
+            .to_string();
         Ok(Prediction::Classification {
             label,
             scores: floats("scores").unwrap_or_default(),
@@ -238,6 +277,7 @@ fn record_from_json(v: &Value) -> Result<OutputRecord, String> {
     Ok(OutputRecord { line, id, result })
 }
 
+#[cfg(feature = "parquet")]
 fn decode_parquet(task: Task, bytes: &[u8]) -> Result<Vec<OutputRecord>, String> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float32Type, UInt64Type};
@@ -248,7 +288,11 @@ fn decode_parquet(task: Task, bytes: &[u8]) -> Result<Vec<OutputRecord>, String>
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
-        let col = |name: &str| batch.column_by_name(name).ok_or(format!("no column {name}"));
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or(format!("no column {name}"))
+        };
         let line = col("line")?.as_primitive::<UInt64Type>().clone();
         let id = col("id")?.as_string::<i32>().clone();
         let error = col("error")?.as_string::<i32>().clone();
@@ -314,11 +358,16 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "parquet")]
     #[test]
     fn parquet_and_jsonl_round_trip_bit_exact() {
         for format in [OutputFormat::Parquet, OutputFormat::Jsonl] {
             let bytes = encode_part(format, Task::Embedding, &records()).unwrap();
-            assert_eq!(decode_part(format, Task::Embedding, &bytes).unwrap(), records(), "{format:?}");
+            assert_eq!(
+                decode_part(format, Task::Embedding, &bytes).unwrap(),
+                records(),
+                "{format:?}"
+            );
         }
         let cls = vec![OutputRecord {
             line: 2,
@@ -329,6 +378,9 @@ mod tests {
             }),
         }];
         let bytes = encode_part(OutputFormat::Parquet, Task::Classification, &cls).unwrap();
-        assert_eq!(decode_part(OutputFormat::Parquet, Task::Classification, &bytes).unwrap(), cls);
+        assert_eq!(
+            decode_part(OutputFormat::Parquet, Task::Classification, &bytes).unwrap(),
+            cls
+        );
     }
 }

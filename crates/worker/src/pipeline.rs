@@ -178,7 +178,9 @@ pub fn run(
     if !resumed.removed.is_empty() {
         tracing::info!(removed = ?resumed.removed, "removed files no checkpoint names");
     }
-    let mut cp = resumed.checkpoint.unwrap_or_else(|| checkpoint::empty(identity));
+    let mut cp = resumed
+        .checkpoint
+        .unwrap_or_else(|| checkpoint::empty(identity));
     let mut report = RunReport {
         resumed_from: cp.next_item,
         removed: resumed.removed,
@@ -210,7 +212,12 @@ pub fn run(
     let (out_tx, out_rx) = sync_channel::<WriterMsg>(8);
 
     let reader = {
-        let (input, shard, skip, fields) = (cfg.input.clone(), cfg.shard, cp.next_item, cfg.fields.clone());
+        let (input, shard, skip, fields) = (
+            cfg.input.clone(),
+            cfg.shard,
+            cp.next_item,
+            cfg.fields.clone(),
+        );
         handle.spawn(async move { read_shard(&input, shard, skip, &fields, raw_tx).await })
     };
     let pad_id = tokenizer.pad_id();
@@ -228,12 +235,18 @@ pub fn run(
 
     let written = write_loop(cfg, &dir, &mut cp, out_rx, &telemetry, started);
     // Stop the upstream stages if the writer failed, then collect their results.
-    let model_result = model_thread.join().map_err(|_| PipelineError::Stage { stage: "model" })?;
+    let model_result = model_thread
+        .join()
+        .map_err(|_| PipelineError::Stage { stage: "model" })?;
     let _ = tokenizer_thread.join();
-    let total = handle.block_on(reader).map_err(|_| PipelineError::Stage { stage: "reader" })?;
+    let total = handle
+        .block_on(reader)
+        .map_err(|_| PipelineError::Stage { stage: "reader" })?;
     let total = match (written, model_result, total) {
         // A stage that stopped because its neighbour did: report the neighbour's error.
-        (Err(PipelineError::Stage { .. }), Err(e), _) | (Err(e), _, _) | (_, Err(e), _) => return Err(e),
+        (Err(PipelineError::Stage { .. }), Err(e), _) | (Err(e), _, _) | (_, Err(e), _) => {
+            return Err(e);
+        }
         (_, _, Err(e)) => return Err(e.into()),
         (Ok(w), Ok(batches), Ok(total)) => {
             report.items_processed = w.processed;
@@ -258,14 +271,22 @@ pub fn run(
         p.items_per_second = rate;
         p.state = "Succeeded".into();
     });
-    tracing::info!(items = total, failed = cp.items_failed, parts = cp.parts.len(), "replica complete");
+    tracing::info!(
+        items = total,
+        failed = cp.items_failed,
+        parts = cp.parts.len(),
+        "replica complete"
+    );
     Ok(report)
 }
 
 /// Tokenizes on its own thread; failed lines pass through as error records.
 fn tokenize_loop(mut rx: mpsc::Receiver<RawItem>, tx: &SyncSender<ModelMsg>, tok: &TextTokenizer) {
     while let Some(item) = rx.blocking_recv() {
-        let msg = match item.text.and_then(|t| tok.encode(&t).map_err(|e| format!("line {}: {e}", item.line))) {
+        let msg = match item.text.and_then(|t| {
+            tok.encode(&t)
+                .map_err(|e| format!("line {}: {e}", item.line))
+        }) {
             Ok(ids) => ModelMsg::Item(TokItem {
                 seq: item.seq,
                 line: item.line,
@@ -297,6 +318,7 @@ fn model_loop(
     tx: &SyncSender<WriterMsg>,
     telemetry: &Telemetry,
 ) -> Result<Vec<BatchStat>, PipelineError> {
+    model.on_thread_start();
     let wl = window_len(cfg.max_batch_size);
     let mut controller = AdaptiveBatchSize::new(cfg.max_batch_size, cfg.target_p99);
     let mut window: Vec<TokItem> = Vec::with_capacity(wl);
@@ -308,9 +330,14 @@ fn model_loop(
             Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Err(PipelineError::Stage { stage: "tokenizer" }),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PipelineError::Stage { stage: "tokenizer" });
+                }
             },
-            None => Some(rx.recv().map_err(|_| PipelineError::Stage { stage: "tokenizer" })?),
+            None => Some(
+                rx.recv()
+                    .map_err(|_| PipelineError::Stage { stage: "tokenizer" })?,
+            ),
         };
         let end = match msg {
             Some(ModelMsg::Item(item)) => {
@@ -324,7 +351,8 @@ fn model_loop(
                 false
             }
             Some(ModelMsg::Failed(seq, rec)) => {
-                tx.send(WriterMsg::Records(vec![(seq, rec)])).map_err(|_| gone())?;
+                tx.send(WriterMsg::Records(vec![(seq, rec)]))
+                    .map_err(|_| gone())?;
                 continue;
             }
             Some(ModelMsg::End) => true,
@@ -332,8 +360,18 @@ fn model_loop(
         };
         if !window.is_empty() {
             let last_seq = window.last().map_or(0, |i| i.seq);
-            run_window(cfg, model, pad_id, &mut window, &mut controller, tx, telemetry, &mut stats)?;
-            tx.send(WriterMsg::WindowDone(last_seq + 1)).map_err(|_| gone())?;
+            run_window(
+                cfg,
+                model,
+                pad_id,
+                &mut window,
+                &mut controller,
+                tx,
+                telemetry,
+                &mut stats,
+            )?;
+            tx.send(WriterMsg::WindowDone(last_seq + 1))
+                .map_err(|_| gone())?;
         }
         deadline = None;
         if end {
@@ -416,10 +454,18 @@ fn infer_splitting(
             Ok((0..input.batch).map(|r| out.row(r).to_vec()).collect())
         }
         Err(ModelError::OutOfMemory { .. }) if rows.len() > 1 => {
-            tracing::warn!(rows = rows.len(), "out of device memory; splitting the batch");
+            tracing::warn!(
+                rows = rows.len(),
+                "out of device memory; splitting the batch"
+            );
             let (a, b) = rows.split_at(rows.len() / 2);
             let mut out = infer_splitting(model, a, &ModelInput::pad(a, pad_id), pad_id)?;
-            out.extend(infer_splitting(model, b, &ModelInput::pad(b, pad_id), pad_id)?);
+            out.extend(infer_splitting(
+                model,
+                b,
+                &ModelInput::pad(b, pad_id),
+                pad_id,
+            )?);
             Ok(out)
         }
         Err(e) => Err(e),
@@ -447,7 +493,9 @@ fn write_loop(
     let mut last_commit = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let msg = rx.recv().map_err(|_| PipelineError::Stage { stage: "model" })?;
+        let msg = rx
+            .recv()
+            .map_err(|_| PipelineError::Stage { stage: "model" })?;
         let (boundary, end) = match msg {
             WriterMsg::Records(recs) => {
                 for (seq, rec) in recs {
@@ -471,7 +519,8 @@ fn write_loop(
                 }
                 if last_report.elapsed() >= Duration::from_millis(500) {
                     last_report = Instant::now();
-                    let rate = (next_expected - start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    let rate =
+                        (next_expected - start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                     telemetry.metrics.items_per_second.set(rate);
                     telemetry.update(false, |p| {
                         p.items_failed = failed_total;
@@ -524,7 +573,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn tokenizer() -> Arc<TextTokenizer> {
-        Arc::new(TextTokenizer::from_bytes(crate::tokenize::tests::TINY.as_bytes(), "tiny").unwrap())
+        Arc::new(
+            TextTokenizer::from_bytes(crate::tokenize::tests::TINY.as_bytes(), "tiny").unwrap(),
+        )
     }
 
     fn config(input: &str, output: &str, shard: Shard) -> RunConfig {
@@ -579,7 +630,12 @@ mod tests {
         names
             .iter()
             .flat_map(|n| {
-                decode_part(OutputFormat::Jsonl, Task::Embedding, &std::fs::read(dir.join(n)).unwrap()).unwrap()
+                decode_part(
+                    OutputFormat::Jsonl,
+                    Task::Embedding,
+                    &std::fs::read(dir.join(n)).unwrap(),
+                )
+                .unwrap()
             })
             .collect()
     }
@@ -593,7 +649,14 @@ mod tests {
         let mut lines = Vec::new();
         for i in 0..3 {
             let cfg = config(&input, out.to_str().unwrap(), Shard { index: i, count: 3 });
-            let report = run(&cfg, Box::new(FakeModel::new(8)), tokenizer(), rt.handle(), Arc::new(Telemetry::new())).unwrap();
+            let report = run(
+                &cfg,
+                Box::new(FakeModel::new(8)),
+                tokenizer(),
+                rt.handle(),
+                Arc::new(Telemetry::new()),
+            )
+            .unwrap();
             // shard sizes for 40 lines over 3 replicas: 14, 13, 13
             assert_eq!(report.items_total, [14, 13, 13][i as usize]);
             let recs = read_records(&out.join(replica_dir(i)));
@@ -602,7 +665,12 @@ mod tests {
             for r in &recs {
                 assert_eq!((r.line - 1) % 3, u64::from(i));
                 match r.line {
-                    7 => assert!(r.result.as_ref().unwrap_err().starts_with("line 7: not valid JSON")),
+                    7 => assert!(
+                        r.result
+                            .as_ref()
+                            .unwrap_err()
+                            .starts_with("line 7: not valid JSON")
+                    ),
                     23 => assert_eq!(r.result, Err("line 23: field `text` is missing".into())),
                     _ => assert!(r.result.is_ok()),
                 }
@@ -621,12 +689,22 @@ mod tests {
         let input = corpus(tmp.path());
         let tok = tokenizer();
         let mut results = Vec::new();
-        for (k, (size, target)) in [(1, None), (4, None), (16, Some(Duration::from_millis(50)))].into_iter().enumerate() {
+        for (k, (size, target)) in [(1, None), (4, None), (16, Some(Duration::from_millis(50)))]
+            .into_iter()
+            .enumerate()
+        {
             let out = tmp.path().join(format!("out{k}"));
             let mut cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
             cfg.max_batch_size = size;
             cfg.target_p99 = target;
-            run(&cfg, Box::new(FakeModel::new(8)), tok.clone(), rt.handle(), Arc::new(Telemetry::new())).unwrap();
+            run(
+                &cfg,
+                Box::new(FakeModel::new(8)),
+                tok.clone(),
+                rt.handle(),
+                Arc::new(Telemetry::new()),
+            )
+            .unwrap();
             results.push(read_records(&out.join(replica_dir(0))));
         }
         assert_eq!(results[0].len(), 40);
@@ -635,7 +713,10 @@ mod tests {
         // line 1 is {"text": "world big"} -> [CLS] world big [SEP] = [1, 5, 6, 2]
         assert_eq!(
             results[0][0].result,
-            Ok(Prediction::Embedding(FakeModel::expected_row(8, &[1, 5, 6, 2])))
+            Ok(Prediction::Embedding(FakeModel::expected_row(
+                8,
+                &[1, 5, 6, 2]
+            )))
         );
     }
 
@@ -647,9 +728,15 @@ mod tests {
         let out = tmp.path().join("out");
         let mut cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
         cfg.max_failed_items = 1;
-        let err = run(&cfg, Box::new(FakeModel::new(8)), tokenizer(), rt.handle(), Arc::new(Telemetry::new()))
-            .unwrap_err()
-            .to_string();
+        let err = run(
+            &cfg,
+            Box::new(FakeModel::new(8)),
+            tokenizer(),
+            rt.handle(),
+            Arc::new(Telemetry::new()),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "failed to process the shard: 2 items failed, more than --max-failed-items 1 (the last: line 23: field `text` is missing)"
@@ -663,21 +750,40 @@ mod tests {
         let input = corpus(tmp.path());
         let out = tmp.path().join("out");
         let cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
-        run(&cfg, Box::new(FakeModel::new(8)), tokenizer(), rt.handle(), Arc::new(Telemetry::new())).unwrap();
+        run(
+            &cfg,
+            Box::new(FakeModel::new(8)),
+            tokenizer(),
+            rt.handle(),
+            Arc::new(Telemetry::new()),
+        )
+        .unwrap();
         let full = read_records(&out.join(replica_dir(0)));
         // Pretend the run died after its first part: keep part 0 and a checkpoint naming it.
-        let dir = OutputDir::open(out.to_str().unwrap(), &replica_dir(0), rt.handle().clone()).unwrap();
+        let dir =
+            OutputDir::open(out.to_str().unwrap(), &replica_dir(0), rt.handle().clone()).unwrap();
         let bytes = std::fs::read(out.join("replica-0/checkpoint.json")).unwrap();
         let mut cp = checkpoint::decode(&bytes, "cp").unwrap();
         let first = cp.parts[0].clone();
         cp.parts.truncate(1);
         cp.next_item = first.items;
         cp.items_failed = 1; // line 7 is in the first part
-        dir.put_atomic(checkpoint::CHECKPOINT_FILE, &checkpoint::encode(&cp).unwrap()).unwrap();
+        dir.put_atomic(
+            checkpoint::CHECKPOINT_FILE,
+            &checkpoint::encode(&cp).unwrap(),
+        )
+        .unwrap();
         dir.delete(checkpoint::MANIFEST_FILE).unwrap();
         let mut model = FakeModel::new(8);
         model.oom_above_rows = Some(2);
-        let report = run(&cfg, Box::new(model), tokenizer(), rt.handle(), Arc::new(Telemetry::new())).unwrap();
+        let report = run(
+            &cfg,
+            Box::new(model),
+            tokenizer(),
+            rt.handle(),
+            Arc::new(Telemetry::new()),
+        )
+        .unwrap();
         assert_eq!(report.resumed_from, first.items);
         assert_eq!(report.items_processed, 40 - first.items);
         assert!(!report.removed.is_empty());

@@ -74,7 +74,9 @@ async fn patch(_: &PodApi, _: &ProgressSnapshot) {}
 #[cfg(feature = "kube")]
 async fn pod_api() -> Option<PodApi> {
     let (Ok(name), Ok(ns)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) else {
-        tracing::info!("POD_NAME/POD_NAMESPACE not set: not in a cluster, progress is not reported to a Pod");
+        tracing::info!(
+            "POD_NAME/POD_NAMESPACE not set: not in a cluster, progress is not reported to a Pod"
+        );
         return None;
     };
     match kube::Client::try_default().await {

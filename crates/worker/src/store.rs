@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,9 @@ pub fn open_uri(uri: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), StoreEr
         other => {
             return Err(StoreError::Uri {
                 uri: uri.to_string(),
-                reason: format!("unsupported scheme {other:?} (use a path, file://, s3://, gs:// or az://)"),
+                reason: format!(
+                    "unsupported scheme {other:?} (use a path, file://, s3://, gs:// or az://)"
+                ),
             });
         }
     };
@@ -129,7 +131,9 @@ fn to_url(uri: &str) -> Result<url::Url, StoreError> {
 #[must_use]
 pub fn local_path(uri: &str) -> Option<PathBuf> {
     let url = to_url(uri).ok()?;
-    (url.scheme() == "file").then(|| url.to_file_path().ok()).flatten()
+    (url.scheme() == "file")
+        .then(|| url.to_file_path().ok())
+        .flatten()
 }
 
 /// Reads a whole object (a model or tokenizer file) into memory.
@@ -138,11 +142,14 @@ pub fn local_path(uri: &str) -> Option<PathBuf> {
 /// See [`open_uri`]; [`StoreError::Object`] when the read fails.
 pub async fn read_all(uri: &str) -> Result<Bytes, StoreError> {
     let (store, path) = open_uri(uri)?;
-    let get = store.get(&path).await.map_err(|source| StoreError::Object {
-        op: "read",
-        location: uri.to_string(),
-        source,
-    })?;
+    let get = store
+        .get(&path)
+        .await
+        .map_err(|source| StoreError::Object {
+            op: "read",
+            location: uri.to_string(),
+            source,
+        })?;
     get.bytes().await.map_err(|source| StoreError::Object {
         op: "read",
         location: uri.to_string(),
@@ -390,7 +397,10 @@ mod tests {
 
     #[test]
     fn unknown_scheme_is_a_clear_error() {
-        let err = open_uri("ftp://host/x").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = open_uri("ftp://host/x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("unsupported scheme \"ftp\""), "{err}");
     }
 
@@ -408,7 +418,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn local_output_dir_put_get_list_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let out = OutputDir::open(dir.path().to_str().unwrap(), "replica-0", tokio::runtime::Handle::current()).unwrap();
+        let out = OutputDir::open(
+            dir.path().to_str().unwrap(),
+            "replica-0",
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
         out.put_atomic("a.json", b"{}").unwrap();
         out.put_atomic("a.json", b"[1]").unwrap();
         assert_eq!(out.get("a.json").unwrap().as_deref(), Some(&b"[1]"[..]));

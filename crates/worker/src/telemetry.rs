@@ -54,9 +54,21 @@ impl Metrics {
             checkpoints: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("autoglm_worker");
-        r.register("items", "Items with a result, errors included", m.items.clone());
-        r.register("items_failed", "Items whose record is an error", m.items_failed.clone());
-        r.register("items_per_second", "Items/s over this run so far", m.items_per_second.clone());
+        r.register(
+            "items",
+            "Items with a result, errors included",
+            m.items.clone(),
+        );
+        r.register(
+            "items_failed",
+            "Items whose record is an error",
+            m.items_failed.clone(),
+        );
+        r.register(
+            "items_per_second",
+            "Items/s over this run so far",
+            m.items_per_second.clone(),
+        );
         r.register("batch_size", "Rows per model batch", m.batch_size.clone());
         r.register(
             "batch_latency_seconds",
@@ -73,7 +85,11 @@ impl Metrics {
             "The adaptive controller's current batch size",
             m.target_batch_size.clone(),
         );
-        r.register("checkpoints", "Checkpoints committed", m.checkpoints.clone());
+        r.register(
+            "checkpoints",
+            "Checkpoints committed",
+            m.checkpoints.clone(),
+        );
         m
     }
 }
@@ -149,7 +165,10 @@ impl Telemetry {
     /// state changes), otherwise it picks the change up on its next tick.
     pub fn update(&self, notify: bool, f: impl FnOnce(&mut ProgressSnapshot)) {
         {
-            let mut p = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut p = self
+                .progress
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut p);
         }
         if notify {
@@ -195,7 +214,10 @@ pub fn admin_router(t: Arc<Telemetry>) -> Router {
             "/metrics",
             get(|State(t): State<Arc<Telemetry>>| async move {
                 (
-                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     t.encode_metrics(),
                 )
             }),
@@ -224,7 +246,10 @@ mod tests {
         t.metrics.batch_size.observe(4.0);
         let text = t.encode_metrics();
         assert!(text.contains("autoglm_worker_items_total 3"), "{text}");
-        assert!(text.contains("autoglm_worker_batch_size_bucket{le=\"4.0\"} 1"), "{text}");
+        assert!(
+            text.contains("autoglm_worker_batch_size_bucket{le=\"4.0\"} 1"),
+            "{text}"
+        );
         t.update(false, |p| {
             p.items_done = 5;
             p.state = "Running".into();

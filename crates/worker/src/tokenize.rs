@@ -26,7 +26,9 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("pad_id", &self.pad_id).finish_non_exhaustive()
+        f.debug_struct("TextTokenizer")
+            .field("pad_id", &self.pad_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,12 @@ pub(crate) mod tests {
 
     #[test]
     fn garbage_is_a_load_error_naming_the_file() {
-        let err = TextTokenizer::from_bytes(b"{}", "tok.json").unwrap_err().to_string();
-        assert!(err.starts_with("failed to load tokenizer tok.json"), "{err}");
+        let err = TextTokenizer::from_bytes(b"{}", "tok.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to load tokenizer tok.json"),
+            "{err}"
+        );
     }
 }

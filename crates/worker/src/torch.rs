@@ -73,7 +73,9 @@ impl TorchModel {
         };
         let threads = threads.max(1);
         tch::set_num_threads(threads as i32);
-        tch::set_num_interop_threads(1);
+        // libtorch refuses a second call (and tch panics on its error): once per process.
+        static INTEROP: std::sync::Once = std::sync::Once::new();
+        INTEROP.call_once(|| tch::set_num_interop_threads(1));
         let mut module = CModule::load_on_device(path, device).map_err(|e| LoadError::Load {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -95,6 +97,10 @@ impl TorchModel {
 }
 
 impl Model for TorchModel {
+    fn on_thread_start(&mut self) {
+        tch::set_num_threads(self.threads as i32);
+    }
+
     fn infer(&mut self, input: &ModelInput) -> Result<ModelOutput, ModelError> {
         let (b, l) = (input.batch as i64, input.seq_len as i64);
         let fail = |e: tch::TchError| {
@@ -113,8 +119,12 @@ impl Model for TorchModel {
             }
         };
         let out = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
-            let ids = Tensor::from_slice(&input.input_ids).view([b, l]).to_device(self.device);
-            let mask = Tensor::from_slice(&input.attention_mask).view([b, l]).to_device(self.device);
+            let ids = Tensor::from_slice(&input.input_ids)
+                .view([b, l])
+                .to_device(self.device);
+            let mask = Tensor::from_slice(&input.attention_mask)
+                .view([b, l])
+                .to_device(self.device);
             let out = self.module.forward_ts(&[ids, mask])?;
             Ok(out.to_kind(Kind::Float).to_device(Device::Cpu).contiguous())
         })
@@ -132,7 +142,10 @@ impl Model for TorchModel {
     }
 
     fn describe(&self) -> String {
-        format!("TorchScript {} on {:?}, {} intra-op threads", self.path, self.device, self.threads)
+        format!(
+            "TorchScript {} on {:?}, {} intra-op threads",
+            self.path, self.device, self.threads
+        )
     }
 }
 

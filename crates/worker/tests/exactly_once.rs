@@ -23,9 +23,13 @@ use rand::{Rng, SeedableRng};
 
 const LINES: usize = 2400;
 const KILLS: usize = 20;
+#[cfg(feature = "parquet")]
+const FORMAT: (&str, OutputFormat) = ("parquet", OutputFormat::Parquet);
+#[cfg(not(feature = "parquet"))]
+const FORMAT: (&str, OutputFormat) = ("jsonl", OutputFormat::Jsonl);
 const FLAGS: [&str; 12] = [
     "--output-format",
-    "parquet",
+    FORMAT.0,
     "--max-batch-size",
     "8",
     "--target-p99-ms",
@@ -61,10 +65,15 @@ fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
     assert!(status.success());
     println!("uninterrupted run: {:.1} s", t0.elapsed().as_secs_f64());
 
-    let seed: u64 = std::env::var("KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("KILL_SEED={seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut targets: Vec<u64> = (0..KILLS).map(|_| rng.random_range(0..(LINES as u64 * 85 / 100))).collect();
+    let mut targets: Vec<u64> = (0..KILLS)
+        .map(|_| rng.random_range(0..(LINES as u64 * 85 / 100)))
+        .collect();
     targets.sort_unstable();
 
     let killed = tmp.path().join("killed");
@@ -74,26 +83,34 @@ fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
         let deadline = Instant::now() + Duration::from_secs(300);
         while committed(&killed) < target {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("worker exited ({status}) before reaching item {target}: after {kills} kills");
+                panic!(
+                    "worker exited ({status}) before reaching item {target}: after {kills} kills"
+                );
             }
             assert!(Instant::now() < deadline, "no progress to item {target}");
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
         if child.try_wait().unwrap().is_some() {
-            panic!("worker finished before kill {} (target {target})", kills + 1);
+            panic!(
+                "worker finished before kill {} (target {target})",
+                kills + 1
+            );
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        println!("kill {kills}: target {target}, committed {}", committed(&killed));
+        println!(
+            "kill {kills}: target {target}, committed {}",
+            committed(&killed)
+        );
     }
     assert_eq!(kills, KILLS);
     let status = worker(&input, &killed, &FLAGS).status().unwrap();
     assert!(status.success());
 
-    let expected = records(&clean.join("replica-0"), OutputFormat::Parquet);
-    let got = records(&killed.join("replica-0"), OutputFormat::Parquet);
+    let expected = records(&clean.join("replica-0"), FORMAT.1);
+    let got = records(&killed.join("replica-0"), FORMAT.1);
     // every input line exactly once, in order
     assert_eq!(
         got.iter().map(|r| r.line).collect::<Vec<_>>(),
@@ -106,7 +123,8 @@ fn sigkill_at_20_random_moments_loses_and_duplicates_nothing() {
         assert_eq!(g, e, "line {} differs", g.line);
     }
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(killed.join("replica-0/manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(killed.join("replica-0/manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["items"], LINES as u64);
     assert_eq!(manifest["itemsFailed"], 3);
     let leftovers: Vec<String> = std::fs::read_dir(killed.join("replica-0"))

@@ -30,19 +30,32 @@ fn embeddings_match_sentence_transformers() {
         .arg(&st_out)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut reference = BTreeMap::new();
     for line in std::fs::read_to_string(&st_out).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let e: Vec<f32> = v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let e: Vec<f32> = v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         reference.insert(v["line"].as_u64().unwrap(), e);
     }
     assert_eq!(reference.len(), 300);
 
     let output = tmp.path().join("out");
-    let status = worker(&input, &output, &["--output-format", "jsonl", "--max-batch-size", "32"])
-        .status()
-        .unwrap();
+    let status = worker(
+        &input,
+        &output,
+        &["--output-format", "jsonl", "--max-batch-size", "32"],
+    )
+    .status()
+    .unwrap();
     assert!(status.success());
     let ours = read_vectors(&output.join("replica-0")).unwrap();
     assert_eq!(ours.len(), 300);
@@ -54,7 +67,10 @@ fn embeddings_match_sentence_transformers() {
             worst = (c, *line);
         }
     }
-    println!("worst cosine vs sentence-transformers over 300 verses: {:.7} (line {})", worst.0, worst.1);
+    println!(
+        "worst cosine vs sentence-transformers over 300 verses: {:.7} (line {})",
+        worst.0, worst.1
+    );
     assert!(worst.0 >= 0.9999, "line {}: cosine {}", worst.1, worst.0);
 }
 
@@ -68,20 +84,60 @@ fn bad_lines_are_error_records_with_line_numbers() {
     lines[4] = "{\"id\": \"Mat1:5\", \"text\": 42}".into();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let output = tmp.path().join("out");
-    let out = worker(&input, &output, &["--output-format", "parquet", "--id-field", "id", "--max-failed-items", "3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let recs = records(&output.join("replica-0"), OutputFormat::Parquet);
-    assert_eq!(recs.iter().map(|r| r.line).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
-    assert!(recs[1].result.as_ref().unwrap_err().starts_with("line 2: not valid JSON"));
-    assert_eq!(recs[3].result, Err("line 4: field `text` is missing".into()));
-    assert_eq!(recs[4].result, Err("line 5: field `text` must be a string, got a number".into()));
+    #[cfg(feature = "parquet")]
+    let format = ("parquet", OutputFormat::Parquet);
+    #[cfg(not(feature = "parquet"))]
+    let format = ("jsonl", OutputFormat::Jsonl);
+    let out = worker(
+        &input,
+        &output,
+        &[
+            "--output-format",
+            format.0,
+            "--id-field",
+            "id",
+            "--max-failed-items",
+            "3",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&output.join("replica-0"), format.1);
+    assert_eq!(
+        recs.iter().map(|r| r.line).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert!(
+        recs[1]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .starts_with("line 2: not valid JSON")
+    );
+    assert_eq!(
+        recs[3].result,
+        Err("line 4: field `text` is missing".into())
+    );
+    assert_eq!(
+        recs[4].result,
+        Err("line 5: field `text` must be a string, got a number".into())
+    );
     assert_eq!(recs[0].id.as_deref(), Some("Mat1:1"));
     assert!(matches!(&recs[5].result, Ok(Prediction::Embedding(v)) if v.len() == 384));
 
     // The same input with a bound of 2 fails the replica with a clear message.
-    let out = worker(&input, &tmp.path().join("out2"), &["--max-failed-items", "2"]).output().unwrap();
+    let out = worker(
+        &input,
+        &tmp.path().join("out2"),
+        &["--max-failed-items", "2"],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -96,7 +152,14 @@ fn corrupted_checkpoint_is_refused_and_nothing_deleted() {
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, corpus_head(120).join("\n") + "\n").unwrap();
     let output = tmp.path().join("out");
-    let flags = ["--output-format", "jsonl", "--max-batch-size", "8", "--checkpoint-every-items", "16"];
+    let flags = [
+        "--output-format",
+        "jsonl",
+        "--max-batch-size",
+        "8",
+        "--checkpoint-every-items",
+        "16",
+    ];
     assert!(worker(&input, &output, &flags).status().unwrap().success());
     let cp = output.join("replica-0/checkpoint.json");
     // Drop the manifest so the worker would resume (and clean up) if it trusted the checkpoint,
@@ -113,5 +176,9 @@ fn corrupted_checkpoint_is_refused_and_nothing_deleted() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing checkpoint"), "{stderr}");
     assert!(stderr.contains("nothing was deleted"), "{stderr}");
-    assert_eq!(snapshot(&output), before, "the refused resume changed the output folder");
+    assert_eq!(
+        snapshot(&output),
+        before,
+        "the refused resume changed the output folder"
+    );
 }

@@ -35,7 +35,9 @@ fn cache() -> PathBuf {
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("failed to start {what}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("failed to start {what}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed:\n{}\n{}",
@@ -49,10 +51,16 @@ fn run_ok(cmd: &mut Command, what: &str) -> Output {
 pub fn assets() -> &'static Assets {
     static ASSETS: OnceLock<Assets> = OnceLock::new();
     ASSETS.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .unwrap();
         let venv = std::env::var_os("VIRTUAL_ENV").map_or_else(
             || {
-                let out = run_ok(Command::new(repo.join("hack/torch-env.sh")).arg("path"), "hack/torch-env.sh path");
+                let out = run_ok(
+                    Command::new(repo.join("hack/torch-env.sh")).arg("path"),
+                    "hack/torch-env.sh path",
+                );
                 PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
             },
             PathBuf::from,
@@ -71,7 +79,10 @@ pub fn assets() -> &'static Assets {
                 .arg(&model_dir),
             "hack/export_model.py",
         );
-        let out = run_ok(Command::new(&python).arg(repo.join("hack/corpus.py")), "hack/corpus.py");
+        let out = run_ok(
+            Command::new(&python).arg(repo.join("hack/corpus.py")),
+            "hack/corpus.py",
+        );
         let corpus = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         Assets {
             repo,
@@ -101,7 +112,16 @@ pub fn worker(input: &Path, output: &Path, extra: &[&str]) -> Command {
         .arg(a.model())
         .arg("--tokenizer")
         .arg(a.tokenizer())
-        .args(["--task", "embedding", "--device", "cpu", "--threads", "1", "--admin-addr", ""])
+        .args([
+            "--task",
+            "embedding",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--admin-addr",
+            "",
+        ])
         .arg("--input")
         .arg(input)
         .arg("--output")
