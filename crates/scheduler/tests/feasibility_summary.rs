@@ -143,3 +143,52 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// FGD scores each distinct node state once per decision; the choice must equal scoring
+    /// every feasible node (first top score in node order).
+    #[test]
+    fn fgd_memo_matches_scoring_every_node(
+        shapes in prop::collection::vec(arb_node(), 1..4),
+        picks in prop::collection::vec(0usize..4, 4..40),
+        fill in prop::collection::vec(arb_req(), 0..30),
+        probes in prop::collection::vec(arb_req(), 1..12),
+    ) {
+        use autoglm_scheduler::policy::{Fgd, Policy, TypicalPods};
+        // Few shapes, many nodes: many nodes share a state.
+        let nodes: Vec<NodeState> =
+            picks.iter().map(|&k| shapes[k % shapes.len()].clone()).collect();
+        let mut c = Cluster::new(nodes);
+        let workload: Vec<PodRequest> = fill.iter().chain(&probes).cloned().collect();
+        let typical = TypicalPods::from_requests(workload.iter(), 0.95);
+        let mut placer = Placer::default();
+        let mut fgd = Fgd::new(typical.clone());
+        for req in &fill {
+            if let Ok(p) = placer.place(&c, req, &mut fgd) {
+                c.allocate(req, &p).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        for req in &probes {
+            if feasible_nodes(&c, req, &mut out).is_err() {
+                continue;
+            }
+            let mut memo = Fgd::new(typical.clone());
+            let got = memo.select(&c, req, &out).unwrap();
+            let mut plain = Fgd::new(typical.clone());
+            let mut best: Option<(f64, usize)> = None;
+            for &n in &out {
+                let (s, _) = plain.score(&c, n, req);
+                if best.is_none_or(|(b, _)| s > b) {
+                    best = Some((s, n));
+                }
+            }
+            let (s, n) = best.unwrap();
+            let (_, pick) = plain.score(&c, n, req);
+            let want = autoglm_scheduler::policy::to_placement(&c.nodes[n], n, req, pick, s);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

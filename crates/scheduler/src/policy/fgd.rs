@@ -33,7 +33,9 @@
 use std::collections::HashMap;
 
 use super::{GpuPick, Policy, TieBreak, to_placement};
-use crate::model::{Cluster, GpuRequest, NodeState, Placement, PodRequest};
+use crate::model::{
+    Cluster, GpuRequest, NodeState, NodeSummary, Placement, PodRequest, SUMMARY_GPUS,
+};
 
 /// One typical pod spec and its share of the workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +277,75 @@ impl Fgd {
     }
 }
 
+/// Everything FGD's score and GPU pick for one node depend on: free CPU, per-GPU free
+/// milli-GPU and MiB, which GPUs are idle, and the GPU type. Nodes with equal keys get equal
+/// scores and picks, so one decision scores each distinct node state once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StateKey<'a> {
+    cpu_free: u32,
+    gpus: u8,
+    idle_mask: u8,
+    milli: [u16; SUMMARY_GPUS],
+    mem: [u32; SUMMARY_GPUS],
+    model: Option<&'a str>,
+}
+
+impl<'a> StateKey<'a> {
+    fn of(s: &NodeSummary, node: &'a NodeState) -> Option<Self> {
+        if !s.inline {
+            return None;
+        }
+        let mut idle_mask = 0u8;
+        for (i, g) in node.gpus.iter().enumerate() {
+            if g.is_idle() {
+                idle_mask |= 1 << i;
+            }
+        }
+        Some(Self {
+            cpu_free: s.cpu_free,
+            gpus: s.gpus,
+            idle_mask,
+            milli: s.gpu_milli_free,
+            mem: s.gpu_mem_free,
+            model: node.gpu_model(),
+        })
+    }
+}
+
+/// A small multiplicative hasher (FxHash's mixing) for [`StateKey`]s.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
 impl Policy for Fgd {
     fn name(&self) -> &str {
         "fgd"
@@ -282,6 +353,8 @@ impl Policy for Fgd {
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         self.best(cluster, node, req)
     }
+    /// Scores each distinct node state (see `StateKey`) once per decision; the node order,
+    /// scores and tie rule are those of scoring every node.
     fn select(
         &mut self,
         cluster: &Cluster,
@@ -289,7 +362,14 @@ impl Policy for Fgd {
         feasible: &[usize],
     ) -> Option<Placement> {
         let mut tie = std::mem::replace(&mut self.tie, TieBreak::first());
-        let out = tie.select_max(cluster, req, feasible, |c, n| self.best(c, n, req));
+        let summary = cluster.summary();
+        let mut memo: HashMap<StateKey<'_>, (f64, GpuPick), FxBuild> = HashMap::default();
+        let out = tie.select_max(cluster, req, feasible, |c, n| {
+            match summary.and_then(|s| StateKey::of(&s[n], &cluster.nodes[n])) {
+                Some(key) => *memo.entry(key).or_insert_with(|| self.best(c, n, req)),
+                None => self.best(c, n, req),
+            }
+        });
         self.tie = tie;
         out
     }
