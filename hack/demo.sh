@@ -132,8 +132,10 @@ mkdir -p "$work/logs" "$work/nodes" "$work/input"
 kubectl="$root/.tools/bin/kubectl"
 helm="$root/.tools/bin/helm"
 
-say "control plane: etcd + kube-apiserver on loopback (state: $AUTOGLM_CLUSTER_DIR)"
-"$root/e2e/cluster.sh" up
+say "control plane: etcd + kube-apiserver + kube-controller-manager on loopback (state: $AUTOGLM_CLUSTER_DIR)"
+# kube-controller-manager lifts the node.kubernetes.io/not-ready taint (added at registration by
+# the TaintNodesByCondition admission plugin) once a node is Ready, as in any cluster.
+"$root/e2e/cluster.sh" up --with-controller-manager
 eval "$("$root/e2e/cluster.sh" env)"
 info "KUBECONFIG=$KUBECONFIG"
 

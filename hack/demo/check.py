@@ -84,6 +84,9 @@ def main():
         print(f"exactly-once FAILED: missing {missing[:10]} duplicated {dup[:10]} out of range {extra[:10]}")
 
     lines = sorted(ln for ln in seen if 1 <= ln <= n)
+    if not lines:
+        print("no embeddings to check")
+        return 1
     emb = np.asarray([seen[ln][0] for ln in lines], dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
 
