@@ -189,7 +189,10 @@ async fn demo_job_path_embeds_a_corpus_slice_exactly_once() {
         // GpuNodes, which do not carry Node labels).
         .replace(
             "    policy: spread",
-            &format!("    policy: spread\n    nodeSelector: {{pool: {}}}", ns.name()),
+            &format!(
+                "    policy: spread\n    nodeSelector: {{pool: {}}}",
+                ns.name()
+            ),
         );
     let job_file = tmp.path().join("job.yaml");
     std::fs::write(&job_file, yaml).unwrap();
