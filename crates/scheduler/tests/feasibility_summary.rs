@@ -192,3 +192,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// BestFit reads its raw scores from the summary and only computes the winner's GPU pick;
+    /// node and GPUs must be those of scoring every node (first highest raw score).
+    #[test]
+    fn best_fit_fast_select_matches_scoring_every_node(
+        nodes in prop::collection::vec(arb_node(), 1..24),
+        fill in prop::collection::vec(arb_req(), 0..30),
+        probes in prop::collection::vec(arb_req(), 1..12),
+        seed in any::<u64>(),
+    ) {
+        use autoglm_scheduler::policy::Policy;
+        let mut c = Cluster::new(nodes);
+        let mut placer = Placer::default();
+        let mut random = RandomFit::new(seed);
+        for req in &fill {
+            if let Ok(p) = placer.place(&c, req, &mut random) {
+                c.allocate(req, &p).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        for req in &probes {
+            if feasible_nodes(&c, req, &mut out).is_err() {
+                continue;
+            }
+            let got = BestFit::new().select(&c, req, &out).unwrap();
+            let mut plain = BestFit::new();
+            let mut best: Option<(f64, usize, autoglm_scheduler::policy::GpuPick)> = None;
+            for &n in &out {
+                let (s, pick) = plain.score(&c, n, req);
+                if best.is_none_or(|(b, _, _)| s > b) {
+                    best = Some((s, n, pick));
+                }
+            }
+            let (_, n, pick) = best.unwrap();
+            let want = autoglm_scheduler::policy::to_placement(&c.nodes[n], n, req, pick, 0.0);
+            prop_assert_eq!(got.node, want.node);
+            prop_assert_eq!(got.gpus, want.gpus);
+        }
+    }
+}

@@ -462,23 +462,21 @@ impl Policy for GpuPacking {
 /// `plugin_utils.go::NormalizeScore`.
 #[derive(Debug, Clone)]
 pub struct BestFit {
-    tie: TieBreak,
     raw: Vec<i64>,
 }
 
 impl BestFit {
     /// First top-scored node in node order wins.
     pub fn new() -> Self {
-        Self {
-            tie: TieBreak::first(),
-            raw: Vec::new(),
-        }
+        Self { raw: Vec::new() }
     }
     /// The raw integer score before normalisation.
     pub fn raw_score(node: &NodeState, req: &PodRequest) -> i64 {
-        let left = 0.5 * (node.cpu_free() as f64 - req.cpu_milli as f64) / MAX_SPEC_CPU
-            + 0.5 * (f64::from(node.gpu_milli_free()) - req.gpu.total_milli() as f64)
-                / MAX_SPEC_GPU;
+        Self::raw_from(node.cpu_free(), node.gpu_milli_free(), req)
+    }
+    fn raw_from(cpu_free: u64, gpu_milli_free: u32, req: &PodRequest) -> i64 {
+        let left = 0.5 * (cpu_free as f64 - req.cpu_milli as f64) / MAX_SPEC_CPU
+            + 0.5 * (f64::from(gpu_milli_free) - req.gpu.total_milli() as f64) / MAX_SPEC_GPU;
         ((1.0 - left) * 100.0) as i64
     }
 }
@@ -498,27 +496,37 @@ impl Policy for BestFit {
         feasible: &[usize],
     ) -> Option<Placement> {
         self.raw.clear();
-        self.raw.extend(
-            feasible
-                .iter()
-                .map(|&n| Self::raw_score(&cluster.nodes[n], req)),
-        );
+        let summary = cluster.summary();
+        self.raw.extend(feasible.iter().map(|&n| match summary {
+            // Same arithmetic on the same integers, read from the flat summary.
+            Some(s) if s[n].inline => {
+                let s = &s[n];
+                let gpu_free: u32 = s.gpu_milli_free[..usize::from(s.gpus)]
+                    .iter()
+                    .map(|&m| u32::from(m))
+                    .sum();
+                Self::raw_from(u64::from(s.cpu_free), gpu_free, req)
+            }
+            _ => Self::raw_score(&cluster.nodes[n], req),
+        }));
         let hi = self.raw.iter().copied().max()?;
         let lo = self.raw.iter().copied().min()?;
         let range = hi - lo;
-        let raw = std::mem::take(&mut self.raw);
-        let mut k = 0;
-        let out = self.tie.select_max(cluster, req, feasible, |c, n| {
-            let s = if range == 0 {
-                0
-            } else {
-                (raw[k] - lo) * 100 / range
-            };
-            k += 1;
-            (s as f64, best_fit_gpu(&c.nodes[n], req))
-        });
-        self.raw = raw;
-        out
+        // The normalised score `(raw - lo) * 100 / range` is 100 exactly at `raw == hi` and
+        // below 100 elsewhere (0 everywhere when `range == 0`), so the first top-scored node
+        // in node order is the first node with the highest raw score; only its GPU pick is
+        // needed.
+        let k = self.raw.iter().position(|&r| r == hi)?;
+        let n = feasible[k];
+        let s = if range == 0 { 0 } else { 100 };
+        let node = &cluster.nodes[n];
+        Some(to_placement(
+            node,
+            n,
+            req,
+            best_fit_gpu(node, req),
+            s as f64,
+        ))
     }
 }
 
