@@ -72,7 +72,6 @@ pub enum InputError {
 }
 
 /// Parses one non-blank line into (id, text or error message naming the line and field).
-#[must_use]
 pub fn parse_line(
     line: u64,
     bytes: &[u8],
