@@ -201,7 +201,7 @@ fn summary_reason(s: &NodeSummary, req: &PodRequest) -> Option<Result<(), Reason
 
 /// Fast boolean resource filter on a summary (same rules as [`summary_reason`], no reason).
 #[inline]
-fn summary_fits(s: &NodeSummary, req: &PodRequest) -> bool {
+pub(crate) fn summary_fits(s: &NodeSummary, req: &PodRequest) -> bool {
     if u64::from(s.cpu_free) < req.cpu_milli || u64::from(s.mem_free) < req.mem_mib {
         return false;
     }

@@ -451,6 +451,11 @@ pub struct NodeSummary {
 }
 
 impl NodeSummary {
+    /// Whether the summary decides [`crate::feasibility::check_node`] alone for requests
+    /// without a node selector: complete (`inline`) and no hard taints.
+    pub fn regular(&self) -> bool {
+        self.inline && !self.hard_taints
+    }
     /// Digest of `node`.
     pub fn of(node: &NodeState) -> Self {
         let mut s = Self {
@@ -490,6 +495,36 @@ impl NodeSummary {
     }
 }
 
+/// Identity of one [`Cluster`] value, for policies that keep indexes across decisions: every
+/// new, cloned, deserialised or [`Cluster::resync`]ed cluster gets a fresh id, so an index
+/// built for one never serves another.
+#[derive(Debug, PartialEq, Eq)]
+struct ClusterId(u64);
+
+impl ClusterId {
+    fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for ClusterId {
+    fn default() -> Self {
+        Self::fresh()
+    }
+}
+
+impl Clone for ClusterId {
+    /// A clone is a different cluster from then on: it gets its own id.
+    fn clone(&self) -> Self {
+        Self::fresh()
+    }
+}
+
+/// Longest change journal kept, in entries per node (plus a constant); older entries are
+/// dropped and readers further behind rebuild (see [`Cluster::changes_since`]).
+const JOURNAL_PER_NODE: usize = 2;
+
 /// A set of nodes.
 ///
 /// Besides `nodes`, a cluster keeps one [`NodeSummary`] per node for the feasibility filter;
@@ -497,12 +532,26 @@ impl NodeSummary {
 /// `nodes` directly (other than `generation`) must call [`Cluster::resync`] afterwards;
 /// while the summary's length differs from `nodes` (e.g. after deserialising or pushing a
 /// node), feasibility falls back to checking every [`NodeState`].
+///
+/// It also keeps a journal of the nodes changed by `allocate` and `release`, so that a
+/// policy's per-node index can catch up on the nodes that changed since its last decision
+/// instead of rescanning the cluster ([`Cluster::changes_since`]).
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Cluster {
     /// Nodes, index = node id used by [`Placement::node`].
     pub nodes: Vec<NodeState>,
     #[serde(skip)]
     summary: Vec<NodeSummary>,
+    #[serde(skip)]
+    id: ClusterId,
+    /// Node indexes changed, in order; `journal[0]` is change number `journal_start`.
+    #[serde(skip)]
+    journal: Vec<u32>,
+    #[serde(skip)]
+    journal_start: u64,
+    /// Summaries that are not [`NodeSummary::regular`].
+    #[serde(skip)]
+    irregular: usize,
 }
 
 impl PartialEq for Cluster {
@@ -524,16 +573,50 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// A cluster of `nodes`.
     pub fn new(nodes: Vec<NodeState>) -> Self {
-        let summary = nodes.iter().map(NodeSummary::of).collect();
-        Self { nodes, summary }
+        let summary: Vec<NodeSummary> = nodes.iter().map(NodeSummary::of).collect();
+        let irregular = summary.iter().filter(|s| !s.regular()).count();
+        Self {
+            nodes,
+            summary,
+            irregular,
+            ..Self::default()
+        }
     }
-    /// Rebuild the per-node summaries after changing `nodes` directly.
+    /// Rebuild the per-node summaries after changing `nodes` directly. The cluster counts as a
+    /// new one for [`Cluster::identity`] (indexes built on it start over).
     pub fn resync(&mut self) {
         self.summary = self.nodes.iter().map(NodeSummary::of).collect();
+        self.irregular = self.summary.iter().filter(|s| !s.regular()).count();
+        self.id = ClusterId::fresh();
+        self.journal_start += self.journal.len() as u64;
+        self.journal.clear();
+    }
+    /// An id unique to this cluster value: fresh for every new, cloned or deserialised cluster
+    /// and after [`Cluster::resync`]. With [`Cluster::changes_since`] it lets a policy keep
+    /// per-node values across decisions.
+    pub fn identity(&self) -> u64 {
+        self.id.0
+    }
+    /// Number of node changes made so far by [`Cluster::allocate`] and [`Cluster::release`]
+    /// (a position in the change journal).
+    pub fn change_count(&self) -> u64 {
+        self.journal_start + self.journal.len() as u64
+    }
+    /// Indexes of the nodes changed since change number `pos` (from [`Cluster::change_count`]),
+    /// in order, possibly repeated. `None` when the journal no longer reaches back that far
+    /// (it keeps about two entries per node): the reader must then rebuild from scratch.
+    pub fn changes_since(&self, pos: u64) -> Option<&[u32]> {
+        let skip = usize::try_from(pos.checked_sub(self.journal_start)?).ok()?;
+        self.journal.get(skip..)
     }
     /// The per-node summaries, when they cover every node (see [`Cluster::resync`]).
     pub fn summary(&self) -> Option<&[NodeSummary]> {
         (self.summary.len() == self.nodes.len()).then_some(self.summary.as_slice())
+    }
+    /// Whether every node's summary is current and [`NodeSummary::regular`]: then the
+    /// summaries alone decide feasibility for any request without a node selector.
+    pub fn all_regular(&self) -> bool {
+        self.irregular == 0 && self.summary.len() == self.nodes.len()
     }
     /// Whether the summaries match the nodes exactly (for debug assertions and tests).
     pub fn summary_is_current(&self) -> bool {
@@ -546,8 +629,17 @@ impl Cluster {
     }
     fn refresh(&mut self, node: usize) {
         if self.summary.len() == self.nodes.len() {
-            self.summary[node] = NodeSummary::of(&self.nodes[node]);
+            let new = NodeSummary::of(&self.nodes[node]);
+            let old = std::mem::replace(&mut self.summary[node], new);
+            self.irregular =
+                self.irregular + usize::from(!new.regular()) - usize::from(!old.regular());
         }
+        if self.journal.len() >= JOURNAL_PER_NODE * self.nodes.len() + 1024 {
+            self.journal_start += self.journal.len() as u64;
+            self.journal.clear();
+        }
+        // Node indexes fit u32: a cluster of 4 billion nodes is out of scope.
+        self.journal.push(node as u32);
     }
     /// Total GPU compute in milli-GPU.
     pub fn gpu_milli_capacity(&self) -> u64 {

@@ -32,7 +32,9 @@
 
 use std::collections::HashMap;
 
-use super::{GpuPick, Policy, TieBreak, to_placement};
+use super::frag_index::{AUTOGLM_EPS, FragIndex, Mode};
+use super::{GpuPick, Policy, TieBreak, filter_then_select, to_placement};
+use crate::feasibility::{Unschedulable, explain};
 use crate::model::{
     Cluster, GpuRequest, NodeState, NodeSummary, Placement, PodRequest, SUMMARY_GPUS,
 };
@@ -246,6 +248,7 @@ pub struct Fgd {
     typical: TypicalPods,
     cache: FragCache,
     tie: TieBreak,
+    index: FragIndex,
 }
 
 impl Fgd {
@@ -255,6 +258,7 @@ impl Fgd {
             typical,
             cache: FragCache::default(),
             tie: TieBreak::first(),
+            index: FragIndex::default(),
         }
     }
     /// FGD with kube-scheduler's random choice among top-scored nodes (for comparison).
@@ -373,6 +377,29 @@ impl Policy for Fgd {
         self.tie = tie;
         out
     }
+    /// With first-node ties, decides from an index kept across decisions (see
+    /// `frag_index`): same node, score and GPUs as [`Policy::select`] over every feasible
+    /// node. Random ties, irregular nodes (hard taints, more than 8 GPUs) and node selectors
+    /// take the filter-then-select path.
+    fn place(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        feasible: &mut Vec<usize>,
+    ) -> Result<Placement, Unschedulable> {
+        if self.tie.is_random() || !FragIndex::usable(cluster, req) {
+            return filter_then_select(self, cluster, req, feasible);
+        }
+        debug_assert!(cluster.summary_is_current(), "cluster summary is stale");
+        match self.index.best(cluster, req, &self.typical, Mode::Fgd) {
+            Some((n, s)) => {
+                let (score, pick) = self.best(cluster, n, req);
+                debug_assert_eq!(score, s, "index score of node {n}");
+                Ok(to_placement(&cluster.nodes[n], n, req, pick, score))
+            }
+            None => Err(explain(cluster, req)),
+        }
+    }
 }
 
 /// Settings of [`AutoGlm`]; [`AutoGlmConfig::default`] is what `autoglm` runs.
@@ -433,6 +460,7 @@ pub struct AutoGlm {
     config: AutoGlmConfig,
     rho_cpu: f64,
     scarcity_for: Option<usize>,
+    index: FragIndex,
 }
 
 impl AutoGlm {
@@ -456,6 +484,7 @@ impl AutoGlm {
             config,
             rho_cpu: if cpu > 0.0 { gpu / cpu } else { 0.0 },
             scarcity_for: None,
+            index: FragIndex::default(),
         }
     }
     /// Scale each shape's weight by `GPU nodes / nodes that could host it when idle`, once
@@ -493,6 +522,7 @@ impl AutoGlm {
             s.weight *= m.powf(self.config.scarcity);
         }
         self.cache = FragCache::default();
+        self.index.reset();
     }
     /// Milli-GPU per milli-CPU asked by the workload's GPU pods.
     pub fn rho_cpu(&self) -> f64 {
@@ -544,7 +574,7 @@ impl Policy for AutoGlm {
         feasible: &[usize],
     ) -> Option<Placement> {
         // Scores are sums of products of milli-GPU and shares: equal within 1e-6 milli-GPU.
-        const EPS: f64 = 1e-6;
+        const EPS: f64 = AUTOGLM_EPS;
         self.apply_scarcity(cluster);
         let mut best: Option<(f64, f64, usize, GpuPick)> = None;
         for &n in feasible {
@@ -559,6 +589,33 @@ impl Policy for AutoGlm {
             }
         }
         best.map(|(s, _, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
+    }
+    /// Decides from an index kept across decisions (see `frag_index`, including its caveat
+    /// on scores within 1e-6); irregular nodes and node selectors take the
+    /// filter-then-select path.
+    fn place(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        feasible: &mut Vec<usize>,
+    ) -> Result<Placement, Unschedulable> {
+        if !FragIndex::usable(cluster, req) {
+            return filter_then_select(self, cluster, req, feasible);
+        }
+        debug_assert!(cluster.summary_is_current(), "cluster summary is stale");
+        self.apply_scarcity(cluster);
+        let mode = Mode::AutoGlm {
+            strand_weight: self.config.cpu_strand_weight,
+            rho_cpu: self.rho_cpu,
+        };
+        match self.index.best(cluster, req, &self.typical, mode) {
+            Some((n, s)) => {
+                let (score, pick) = self.score(cluster, n, req);
+                debug_assert_eq!(score, s, "index score of node {n}");
+                Ok(to_placement(&cluster.nodes[n], n, req, pick, score))
+            }
+            None => Err(explain(cluster, req)),
+        }
     }
 }
 

@@ -26,11 +26,12 @@
 
 mod baselines;
 pub mod fgd;
+mod frag_index;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::feasibility::{Unschedulable, feasible_nodes};
+use crate::feasibility::{Unschedulable, explain, feasible_nodes};
 use crate::model::{
     Cluster, GpuRequest, GpuShare, MILLI_PER_GPU, NodeState, Placement, PodRequest,
 };
@@ -90,6 +91,38 @@ pub trait Policy {
         }
         best.map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
     }
+
+    /// Where `req` goes on `cluster`: the default filters with
+    /// [`crate::feasibility::feasible_nodes`] into `feasible` (a scratch buffer) and calls
+    /// [`Policy::select`]. A policy may override it with an index kept across decisions; the
+    /// result must be the default's.
+    ///
+    /// # Errors
+    /// [`Unschedulable`] with per-reason node counts when no node fits.
+    fn place(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        feasible: &mut Vec<usize>,
+    ) -> Result<Placement, Unschedulable> {
+        filter_then_select(self, cluster, req, feasible)
+    }
+}
+
+/// [`Policy::place`]'s default: feasibility filter, then [`Policy::select`].
+///
+/// # Errors
+/// [`Unschedulable`] with per-reason node counts when no node fits.
+pub fn filter_then_select<P: Policy + ?Sized>(
+    policy: &mut P,
+    cluster: &Cluster,
+    req: &PodRequest,
+    feasible: &mut Vec<usize>,
+) -> Result<Placement, Unschedulable> {
+    feasible_nodes(cluster, req, feasible)?;
+    policy
+        .select(cluster, req, feasible)
+        .ok_or_else(|| explain(cluster, req))
 }
 
 /// The names accepted by [`policy_by_name`], in the order the simulator reports them.
@@ -270,6 +303,10 @@ impl TieBreak {
             random: false,
         }
     }
+    /// Whether ties are drawn at random (else the first tied node wins).
+    pub fn is_random(&self) -> bool {
+        self.random
+    }
     /// Uniform integer in `0..n` (always available, also for [`TieBreak::first`]).
     pub fn below(&mut self, n: usize) -> usize {
         self.rng.random_range(0..n)
@@ -322,10 +359,7 @@ impl Placer {
         req: &PodRequest,
         policy: &mut dyn Policy,
     ) -> Result<Placement, Unschedulable> {
-        feasible_nodes(cluster, req, &mut self.feasible)?;
-        policy
-            .select(cluster, req, &self.feasible)
-            .ok_or_else(|| crate::feasibility::explain(cluster, req))
+        policy.place(cluster, req, &mut self.feasible)
     }
 }
 
