@@ -50,6 +50,9 @@ impl Policy for RandomFit {
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         (0.0, self.random_gpu(&cluster.nodes[node], req))
     }
+    /// One uniform draw among the feasible nodes, as the reference's random plugin does; the
+    /// default `select` (reservoir sampling over equal scores, and a GPU draw per node)
+    /// would consume the RNG differently and change every later placement.
     fn select(
         &mut self,
         cluster: &Cluster,
@@ -81,6 +84,8 @@ impl Policy for RoundRobin {
         let ahead = (node + len - self.next % len) % len;
         (-(ahead as f64), best_fit_gpu(&cluster.nodes[node], req))
     }
+    /// The default `select` would pick the same node; this one also moves the cursor, without
+    /// scoring every feasible node.
     fn select(
         &mut self,
         cluster: &Cluster,
@@ -134,16 +139,8 @@ impl Policy for LeastLoaded {
         let n = &cluster.nodes[node];
         (1.0 - dominant_share(n), best_fit_gpu(n, req))
     }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (1.0 - dominant_share(node), best_fit_gpu(node, req))
-        })
+    fn tie_break(&mut self) -> Option<&mut TieBreak> {
+        Some(&mut self.tie)
     }
 }
 
@@ -208,16 +205,8 @@ impl Policy for LeastAllocated {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
     }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (Self::node_score(node, req) as f64, best_fit_gpu(node, req))
-        })
+    fn tie_break(&mut self) -> Option<&mut TieBreak> {
+        Some(&mut self.tie)
     }
 }
 
@@ -252,16 +241,8 @@ impl Policy for MostAllocated {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
     }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (Self::node_score(node, req) as f64, best_fit_gpu(node, req))
-        })
+    fn tie_break(&mut self) -> Option<&mut TieBreak> {
+        Some(&mut self.tie)
     }
 }
 
@@ -273,17 +254,13 @@ impl Policy for MostAllocated {
 /// # Source
 /// FGD paper §6.1 "Dot-product"; reference `dot_product_score.go` with the merged GPU
 /// dimension and normalisation by the max spec.
-#[derive(Debug, Clone)]
-pub struct DotProd {
-    tie: TieBreak,
-}
+#[derive(Debug, Clone, Default)]
+pub struct DotProd;
 
 impl DotProd {
     /// First top-scored node in node order wins.
     pub fn new() -> Self {
-        Self {
-            tie: TieBreak::first(),
-        }
+        Self
     }
     /// The integer score (0..=100).
     pub fn node_score(node: &NodeState, req: &PodRequest) -> i64 {
@@ -302,17 +279,6 @@ impl Policy for DotProd {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
     }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (Self::node_score(node, req) as f64, best_fit_gpu(node, req))
-        })
-    }
 }
 
 /// GpuClustering: prefer nodes already hosting pods of the same GPU request shape
@@ -323,17 +289,13 @@ impl Policy for DotProd {
 ///
 /// # Source
 /// FGD paper §6.1 "GPU Clustering"; reference `gpu_clustering_score.go`.
-#[derive(Debug, Clone)]
-pub struct GpuClustering {
-    tie: TieBreak,
-}
+#[derive(Debug, Clone, Default)]
+pub struct GpuClustering;
 
 impl GpuClustering {
     /// First top-scored node in node order wins.
     pub fn new() -> Self {
-        Self {
-            tie: TieBreak::first(),
-        }
+        Self
     }
     /// The integer score (0..=100).
     pub fn node_score(node: &NodeState, req: &PodRequest) -> i64 {
@@ -362,17 +324,6 @@ impl Policy for GpuClustering {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
     }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (Self::node_score(node, req) as f64, best_fit_gpu(node, req))
-        })
-    }
 }
 
 /// GpuPacking: prefer (1) already shared GPUs: `100 - sum over used GPUs of
@@ -382,17 +333,13 @@ impl Policy for GpuClustering {
 ///
 /// # Source
 /// FGD paper §6.1 "GPU Packing"; reference `gpu_packing_score.go`.
-#[derive(Debug, Clone)]
-pub struct GpuPacking {
-    tie: TieBreak,
-}
+#[derive(Debug, Clone, Default)]
+pub struct GpuPacking;
 
 impl GpuPacking {
     /// First top-scored node in node order wins.
     pub fn new() -> Self {
-        Self {
-            tie: TieBreak::first(),
-        }
+        Self
     }
     /// The integer score (0..=100).
     pub fn node_score(node: &NodeState, req: &PodRequest) -> i64 {
@@ -438,17 +385,6 @@ impl Policy for GpuPacking {
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
-    }
-    fn select(
-        &mut self,
-        cluster: &Cluster,
-        req: &PodRequest,
-        feasible: &[usize],
-    ) -> Option<Placement> {
-        self.tie.select_max(cluster, req, feasible, |c, n| {
-            let node = &c.nodes[n];
-            (Self::node_score(node, req) as f64, best_fit_gpu(node, req))
-        })
     }
 }
 
@@ -527,24 +463,6 @@ impl Policy for BestFit {
             best_fit_gpu(node, req),
             s as f64,
         ))
-    }
-}
-
-impl Default for DotProd {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Default for GpuClustering {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Default for GpuPacking {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -74,22 +74,26 @@ pub trait Policy {
     /// pod would take there.
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick);
 
+    /// How this policy chooses among equally top-scored nodes: `None` (the default) takes the
+    /// first in node order; a [`TieBreak::new`] draws at random as kube-scheduler does.
+    fn tie_break(&mut self) -> Option<&mut TieBreak> {
+        None
+    }
+
     /// Pick a node among `feasible` (non-empty, all able to host `req`). The default takes the
-    /// highest [`Policy::score`], first node on ties.
+    /// highest [`Policy::score`], ties settled by [`Policy::tie_break`].
     fn select(
         &mut self,
         cluster: &Cluster,
         req: &PodRequest,
         feasible: &[usize],
     ) -> Option<Placement> {
-        let mut best: Option<(f64, usize, GpuPick)> = None;
+        let mut best = Best::default();
         for &n in feasible {
             let (s, pick) = self.score(cluster, n, req);
-            if best.is_none_or(|(b, _, _)| s > b) {
-                best = Some((s, n, pick));
-            }
+            best.offer(s, n, pick, self.tie_break());
         }
-        best.map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
+        best.into_placement(cluster, req)
     }
 
     /// Where `req` goes on `cluster`: the default filters with
@@ -311,8 +315,7 @@ impl TieBreak {
     pub fn below(&mut self, n: usize) -> usize {
         self.rng.random_range(0..n)
     }
-    /// Highest score over `feasible` with kube-scheduler's random tie-break among equal top
-    /// scores (reservoir sampling: the k-th tie replaces the pick with probability 1/k).
+    /// Highest score over `feasible`, ties settled by this rule (see [`Policy::select`]).
     pub fn select_max(
         &mut self,
         cluster: &Cluster,
@@ -320,25 +323,46 @@ impl TieBreak {
         feasible: &[usize],
         mut score: impl FnMut(&Cluster, usize) -> (f64, GpuPick),
     ) -> Option<Placement> {
-        let mut best: Option<(f64, usize, GpuPick)> = None;
-        let mut ties = 0usize;
+        let mut best = Best::default();
         for &n in feasible {
             let (s, pick) = score(cluster, n);
-            match best {
-                Some((b, _, _)) if s < b => {}
-                Some((b, _, _)) if s == b => {
-                    ties += 1;
-                    if self.random && self.below(ties) == 0 {
-                        best = Some((s, n, pick));
-                    }
-                }
-                _ => {
-                    best = Some((s, n, pick));
-                    ties = 1;
+            best.offer(s, n, pick, Some(self));
+        }
+        best.into_placement(cluster, req)
+    }
+}
+
+/// Running best of a scan in node order: a higher score replaces it; an equal one replaces it
+/// only under a random [`TieBreak`], with kube-scheduler's reservoir sampling (the k-th tie
+/// replaces the pick with probability 1/k).
+#[derive(Debug, Default)]
+struct Best {
+    best: Option<(f64, usize, GpuPick)>,
+    ties: usize,
+}
+
+impl Best {
+    fn offer(&mut self, s: f64, n: usize, pick: GpuPick, tie: Option<&mut TieBreak>) {
+        match self.best {
+            Some((b, _, _)) if s < b => {}
+            Some((b, _, _)) if s == b => {
+                self.ties += 1;
+                if let Some(t) = tie
+                    && t.random
+                    && t.below(self.ties) == 0
+                {
+                    self.best = Some((s, n, pick));
                 }
             }
+            _ => {
+                self.best = Some((s, n, pick));
+                self.ties = 1;
+            }
         }
-        best.map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
+    }
+    fn into_placement(self, cluster: &Cluster, req: &PodRequest) -> Option<Placement> {
+        self.best
+            .map(|(s, n, pick)| to_placement(&cluster.nodes[n], n, req, pick, s))
     }
 }
 
