@@ -200,7 +200,9 @@ fn summary_reason(s: &NodeSummary, req: &PodRequest) -> Option<Result<(), Reason
 }
 
 /// Fast boolean resource filter on a summary (same rules as [`summary_reason`], no reason).
-#[inline]
+/// Always inlined: with a second caller (`policy::frag_index`) the compiler stopped inlining
+/// it into the scan of [`feasible_nodes`], which cost `random` ~20% at 10,000 nodes.
+#[inline(always)]
 pub(crate) fn summary_fits(s: &NodeSummary, req: &PodRequest) -> bool {
     if u64::from(s.cpu_free) < req.cpu_milli || u64::from(s.mem_free) < req.mem_mib {
         return false;
