@@ -135,6 +135,7 @@ impl Policy for LeastLoaded {
     fn name(&self) -> &str {
         "least-loaded"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (1.0 - dominant_share(n), best_fit_gpu(n, req))
@@ -201,6 +202,7 @@ impl Policy for LeastAllocated {
     fn name(&self) -> &str {
         "least-allocated"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
@@ -237,6 +239,7 @@ impl Policy for MostAllocated {
     fn name(&self) -> &str {
         "most-allocated"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
@@ -275,6 +278,7 @@ impl Policy for DotProd {
     fn name(&self) -> &str {
         "dot-prod"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
@@ -320,6 +324,7 @@ impl Policy for GpuClustering {
     fn name(&self) -> &str {
         "gpu-clustering"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))
@@ -382,6 +387,7 @@ impl Policy for GpuPacking {
     fn name(&self) -> &str {
         "gpu-packing"
     }
+    #[inline]
     fn score(&mut self, cluster: &Cluster, node: usize, req: &PodRequest) -> (f64, GpuPick) {
         let n = &cluster.nodes[node];
         (Self::node_score(n, req) as f64, best_fit_gpu(n, req))

@@ -342,6 +342,7 @@ struct Best {
 }
 
 impl Best {
+    #[inline]
     fn offer(&mut self, s: f64, n: usize, pick: GpuPick, tie: Option<&mut TieBreak>) {
         match self.best {
             Some((b, _, _)) if s < b => {}
