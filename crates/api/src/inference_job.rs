@@ -590,7 +590,9 @@ pub struct InferenceJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 
-    /// Measured throughput summed over running replicas, in items per second.
+    /// Throughput in items per second: while the job runs, the running replicas' measured
+    /// rates summed; once it has finished, the run's average (items done / (completionTime -
+    /// startTime)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_per_second: Option<f64>,
 

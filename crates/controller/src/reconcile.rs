@@ -329,6 +329,24 @@ fn fill_from_pod(r: &mut ReplicaStatus, pod: &Pod) {
     }
 }
 
+/// The job's `itemsPerSecond` (rounded to 0.01): while it runs, `running_rate` (the running
+/// replicas' reported rates, summed); once it has a `completionTime`, the whole run's
+/// average, items done / (completionTime - startTime), so the figure stays after the replicas
+/// are gone. `None` when there is nothing to report.
+fn job_rate(
+    running_rate: f64,
+    done: i64,
+    start: Option<&Time>,
+    completion: Option<&Time>,
+) -> Option<f64> {
+    let rate = match (start, completion) {
+        (Some(start), Some(end)) => done as f64 / end.0.duration_since(start.0).as_secs_f64(),
+        (_, Some(_)) => return None,
+        (_, None) => running_rate,
+    };
+    (rate > 0.0 && rate.is_finite()).then_some((rate * 100.0).round() / 100.0)
+}
+
 fn progress_rate(pod: &Pod) -> f64 {
     pod.annotations()
         .get(ReplicaProgress::ANNOTATION)
@@ -894,6 +912,15 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
         None
     };
     let terminal = summary.phase.is_terminal();
+    let start_time = prev
+        .start_time
+        .clone()
+        .or_else(|| (running > 0).then_some(Time(now)));
+    let completion_time = prev
+        .completion_time
+        .clone()
+        .or_else(|| terminal.then_some(Time(now)));
+    let items_per_second = job_rate(rate, done, start_time.as_ref(), completion_time.as_ref());
     let status = InferenceJobStatus {
         observed_generation: generation,
         phase: Some(summary.phase),
@@ -910,15 +937,9 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
             items_failed: replicas.iter().map(|r| r.items_failed).sum(),
         }),
         replicas,
-        start_time: prev
-            .start_time
-            .clone()
-            .or_else(|| (running > 0).then_some(Time(now))),
-        completion_time: prev
-            .completion_time
-            .clone()
-            .or_else(|| terminal.then_some(Time(now))),
-        items_per_second: (rate > 0.0).then_some((rate * 100.0).round() / 100.0),
+        completion_time,
+        start_time,
+        items_per_second,
         message: summary.message.clone(),
     };
     if Some(&status) != job.status.as_ref() {
@@ -975,5 +996,19 @@ mod tests {
             .map(|r| backoff_delay(10, 300, r).as_secs())
             .collect();
         assert_eq!(d, [10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    #[test]
+    fn job_rate_is_the_running_sum_then_the_run_average() {
+        let t = |s: &str| Time(s.parse().unwrap());
+        let (start, end) = (t("2026-11-30T10:00:00Z"), t("2026-11-30T10:00:30Z"));
+        // Running: the replicas' summed rate, rounded to 0.01.
+        assert_eq!(job_rate(123.456, 500, Some(&start), None), Some(123.46));
+        assert_eq!(job_rate(0.0, 0, None, None), None);
+        // Finished: 3000 items in 30 s.
+        assert_eq!(job_rate(0.0, 3000, Some(&start), Some(&end)), Some(100.0));
+        // Finished without ever running, or in no time: nothing to report.
+        assert_eq!(job_rate(0.0, 0, None, Some(&end)), None);
+        assert_eq!(job_rate(0.0, 10, Some(&end), Some(&end)), None);
     }
 }

@@ -91,7 +91,6 @@ fn tails(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run end to end with the real worker (issue 8); run: cargo test -p autoglm-devnode --test demo_path -- --ignored"]
 async fn demo_job_path_embeds_a_corpus_slice_exactly_once() {
     let root = repo_root();
     let status = Command::new(root.join("hack/demo.sh"))

@@ -359,7 +359,7 @@ pub fn cmd_run(a: &RunArgs) -> anyhow::Result<RunReport> {
     let cfg = run_config(a, max_tokens);
     let result = crate::pipeline::run(&cfg, model, tokenizer, rt.handle(), telemetry.clone());
     if result.is_err() {
-        telemetry.update(true, |p| p.state = "Failed".into());
+        telemetry.update(true, |p| p.state = autoglm_api::WorkerState::Failed);
     }
     reporter.abort();
     rt.block_on(crate::progress::report_once(&telemetry));

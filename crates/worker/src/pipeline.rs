@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
+use autoglm_api::WorkerState;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::mpsc;
 
 use crate::batching::{AdaptiveBatchSize, padding_ratio, plan_batches, window_len};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Identity};
-use crate::input::{Fields, InputError, RawItem, Shard, read_shard};
+use crate::input::{Fields, InputError, RawItem, Shard, count_shard, read_shard};
 use crate::model::{Model, ModelError, ModelInput, Prediction, Task};
 use crate::output::{EncodeError, OutputFormat, OutputRecord, encode_part};
 use crate::store::{OutputDir, StoreError};
@@ -194,7 +196,7 @@ pub fn run(
             p.items_done = cp.next_item;
             p.items_total = Some(cp.next_item);
             p.items_failed = cp.items_failed;
-            p.state = "Succeeded".into();
+            p.state = WorkerState::Succeeded;
         });
         return Ok(report);
     }
@@ -202,9 +204,22 @@ pub fn run(
     telemetry.update(true, |p| {
         p.items_done = cp.next_item;
         p.items_failed = cp.items_failed;
-        p.state = "Running".into();
+        p.state = WorkerState::Running;
     });
     let started = Instant::now();
+    // Count the shard beside the pipeline so `itemsTotal` is known early (the reader, held
+    // back by the bounded channels, only reaches the end near the finish).
+    let counter = {
+        let (input, shard, telemetry) = (cfg.input.clone(), cfg.shard, telemetry.clone());
+        handle.spawn(async move {
+            match count_shard(&input, shard).await {
+                Ok(n) => telemetry.update(false, |p| {
+                    p.items_total.get_or_insert(n);
+                }),
+                Err(e) => tracing::debug!(error = %e, "could not count the shard"),
+            }
+        })
+    };
 
     let wl = window_len(cfg.max_batch_size);
     let (raw_tx, raw_rx) = mpsc::channel::<RawItem>(1024);
@@ -239,6 +254,7 @@ pub fn run(
         .join()
         .map_err(|_| PipelineError::Stage { stage: "model" })?;
     let _ = tokenizer_thread.join();
+    counter.abort();
     let total = handle
         .block_on(reader)
         .map_err(|_| PipelineError::Stage { stage: "reader" })?;
@@ -269,7 +285,7 @@ pub fn run(
         p.items_total = Some(total);
         p.items_failed = cp.items_failed;
         p.items_per_second = rate;
-        p.state = "Succeeded".into();
+        p.state = WorkerState::Succeeded;
     });
     tracing::info!(
         items = total,
@@ -278,6 +294,12 @@ pub fn run(
         "replica complete"
     );
     Ok(report)
+}
+
+/// A checkpoint's RFC 3339 time as the API's `Time`; `None` if it does not parse.
+#[must_use]
+pub fn checkpoint_time(rfc3339: &str) -> Option<Time> {
+    rfc3339.parse().ok().map(Time)
 }
 
 /// Tokenizes on its own thread; failed lines pass through as error records.
@@ -550,7 +572,7 @@ fn write_loop(
                 p.items_done = done;
                 p.items_failed = failed_total;
                 p.items_per_second = rate;
-                p.last_checkpoint_time = Some(time);
+                p.last_checkpoint_time = checkpoint_time(&time);
             });
             tracing::debug!(next_item = cp.next_item, "checkpoint");
         }

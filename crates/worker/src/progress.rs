@@ -1,6 +1,6 @@
 //! Progress to the control plane: the worker patches its own Pod's `autoglm.io/progress`
-//! annotation with [`ProgressSnapshot`] JSON (camelCase), which the controller aggregates into
-//! the job's status.
+//! annotation with [`ReplicaProgress`] JSON (the API crate's type, so the controller parses
+//! exactly what is written), which the controller aggregates into the job's status.
 //!
 //! Rate: at each checkpoint and state change (woken through [`Telemetry::changed`]), and every
 //! [`PERIOD`] otherwise when something changed, never more often than every [`MIN_GAP`].
@@ -15,26 +15,30 @@ use k8s_openapi::api::core::v1::Pod;
 #[cfg(feature = "kube")]
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::telemetry::{ProgressSnapshot, Telemetry};
+use autoglm_api::ReplicaProgress;
 
-/// The annotation the worker writes.
-pub const PROGRESS_ANNOTATION: &str = "autoglm.io/progress";
+use crate::telemetry::Telemetry;
+
 /// Periodic patch interval.
 pub const PERIOD: Duration = Duration::from_secs(2);
 /// Smallest gap between two patches (checkpoints can be frequent).
 pub const MIN_GAP: Duration = Duration::from_millis(500);
 
 /// The merge patch that sets the annotation.
-#[must_use]
-pub fn annotation_patch(p: &ProgressSnapshot) -> serde_json::Value {
-    let value = serde_json::to_string(p).unwrap_or_default();
-    serde_json::json!({ "metadata": { "annotations": { PROGRESS_ANNOTATION: value } } })
+///
+/// # Errors
+/// When the progress cannot be encoded (a non-finite `itemsPerSecond`).
+pub fn annotation_patch(
+    p: &ReplicaProgress,
+) -> Result<serde_json::Value, autoglm_api::AnnotationError> {
+    let value = p.to_annotation()?;
+    Ok(serde_json::json!({ "metadata": { "annotations": { ReplicaProgress::ANNOTATION: value } } }))
 }
 
 /// Runs until the task is dropped (abort it at exit after one last [`report_once`]).
 pub async fn run_reporter(telemetry: Arc<Telemetry>) {
     let Some(api) = pod_api().await else { return };
-    let mut last: Option<ProgressSnapshot> = None;
+    let mut last: Option<ReplicaProgress> = None;
     loop {
         let _ = tokio::time::timeout(PERIOD, telemetry.changed.notified()).await;
         let now = telemetry.snapshot();
@@ -69,7 +73,7 @@ async fn pod_api() -> Option<PodApi> {
 }
 
 #[cfg(not(feature = "kube"))]
-async fn patch(_: &PodApi, _: &ProgressSnapshot) {}
+async fn patch(_: &PodApi, _: &ReplicaProgress) {}
 
 #[cfg(feature = "kube")]
 async fn pod_api() -> Option<PodApi> {
@@ -92,13 +96,16 @@ async fn pod_api() -> Option<PodApi> {
 }
 
 #[cfg(feature = "kube")]
-async fn patch(p: &PodApi, snap: &ProgressSnapshot) {
+async fn patch(p: &PodApi, snap: &ReplicaProgress) {
     let params = PatchParams::default();
-    if let Err(e) = p
-        .api
-        .patch(&p.name, &params, &Patch::Merge(annotation_patch(snap)))
-        .await
-    {
+    let body = match annotation_patch(snap) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, "progress not reported");
+            return;
+        }
+    };
+    if let Err(e) = p.api.patch(&p.name, &params, &Patch::Merge(body)).await {
         tracing::warn!(pod = %p.name, error = %e, "failed to patch the progress annotation");
     }
 }
@@ -109,15 +116,15 @@ mod tests {
 
     #[test]
     fn patch_carries_the_snapshot_as_a_json_string() {
-        let snap = ProgressSnapshot {
+        let snap = ReplicaProgress {
             items_done: 10,
             items_total: Some(20),
             items_failed: 1,
             items_per_second: 2.5,
-            last_checkpoint_time: Some("2026-11-30T09:00:00Z".into()),
-            state: "Running".into(),
+            last_checkpoint_time: crate::pipeline::checkpoint_time("2026-11-30T09:00:00Z"),
+            state: autoglm_api::WorkerState::Running,
         };
-        let v = annotation_patch(&snap);
+        let v = annotation_patch(&snap).unwrap();
         assert_eq!(
             v["metadata"]["annotations"]["autoglm.io/progress"],
             r#"{"itemsDone":10,"itemsTotal":20,"itemsFailed":1,"itemsPerSecond":2.5,"lastCheckpointTime":"2026-11-30T09:00:00Z","state":"Running"}"#

@@ -1,10 +1,12 @@
 //! What the worker tells the outside: Prometheus metrics and health on the admin port, and the
-//! progress snapshot that [`crate::progress`] patches onto the Pod.
+//! progress ([`ReplicaProgress`], the API's annotation type) that [`crate::progress`] patches
+//! onto the Pod.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use autoglm_api::{ReplicaProgress, WorkerState};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +17,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 /// The worker's Prometheus metrics (prefix `autoglm_worker_`).
 #[derive(Debug)]
@@ -94,26 +95,6 @@ impl Metrics {
     }
 }
 
-/// The replica's progress (the `autoglm.io/progress` annotation's JSON, camelCase).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProgressSnapshot {
-    /// Items committed (covered by the last checkpoint), counted from the shard's start.
-    pub items_done: u64,
-    /// Items in the shard; `None` until the input has been read to its end.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub items_total: Option<u64>,
-    /// Items whose record is an error.
-    pub items_failed: u64,
-    /// Items/s over this process's run.
-    pub items_per_second: f64,
-    /// When the last checkpoint was committed (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_time: Option<String>,
-    /// `Starting`, `Running`, `Succeeded` or `Failed` (`autoglm_api`'s `WorkerState`).
-    pub state: String,
-}
-
 /// Shared between the pipeline, the admin server and the progress reporter.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -121,7 +102,7 @@ pub struct Telemetry {
     pub metrics: Metrics,
     registry: Registry,
     ready: AtomicBool,
-    progress: Mutex<ProgressSnapshot>,
+    progress: Mutex<ReplicaProgress>,
     /// Woken at each checkpoint and state change.
     pub changed: tokio::sync::Notify,
 }
@@ -142,9 +123,13 @@ impl Telemetry {
             metrics,
             registry,
             ready: AtomicBool::new(false),
-            progress: Mutex::new(ProgressSnapshot {
-                state: "Starting".into(),
-                ..ProgressSnapshot::default()
+            progress: Mutex::new(ReplicaProgress {
+                items_done: 0,
+                items_total: None,
+                items_failed: 0,
+                items_per_second: 0.0,
+                last_checkpoint_time: None,
+                state: WorkerState::Starting,
             }),
             changed: tokio::sync::Notify::new(),
         }
@@ -163,7 +148,7 @@ impl Telemetry {
 
     /// Updates the progress snapshot; `notify` wakes the reporter at once (checkpoints,
     /// state changes), otherwise it picks the change up on its next tick.
-    pub fn update(&self, notify: bool, f: impl FnOnce(&mut ProgressSnapshot)) {
+    pub fn update(&self, notify: bool, f: impl FnOnce(&mut ReplicaProgress)) {
         {
             let mut p = self
                 .progress
@@ -178,7 +163,7 @@ impl Telemetry {
 
     /// The current progress.
     #[must_use]
-    pub fn snapshot(&self) -> ProgressSnapshot {
+    pub fn snapshot(&self) -> ReplicaProgress {
         self.progress
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -252,9 +237,9 @@ mod tests {
         );
         t.update(false, |p| {
             p.items_done = 5;
-            p.state = "Running".into();
+            p.state = WorkerState::Running;
         });
-        let json = serde_json::to_string(&t.snapshot()).unwrap();
+        let json = t.snapshot().to_annotation().unwrap();
         assert_eq!(
             json,
             r#"{"itemsDone":5,"itemsFailed":0,"itemsPerSecond":0.0,"state":"Running"}"#
