@@ -52,7 +52,7 @@ crds-check: ## fail when the committed CRD YAML differs from what the Rust types
 
 ## ---- libtorch (issue 5) ----
 .PHONY: torch model corpus worker-assets worker-test worker-bench
-WORKER_ENV := eval "$$(hack/torch-env.sh env)" && export CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target/worker}
+WORKER_ENV := eval "$$(hack/torch-env.sh env)" && export CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target}
 WORKER_MODEL_DIR = $(AUTOGLM_CACHE)/models/all-MiniLM-L6-v2
 torch: ## create the cached Python venv with torch 2.13.0 (libtorch for tch) and the model packages
 	hack/torch-env.sh setup
@@ -69,8 +69,8 @@ worker-test: worker-assets ## the worker's tests with libtorch (real model, SIGK
 	$(WORKER_ENV) && $(CARGO) test -p autoglm-worker -j2 -- --test-threads=1
 
 worker-bench: worker-assets ## worker vs sentence-transformers on 2,000 verses (docs/benchmarks.md, Worker)
-	$(WORKER_ENV) && $(CARGO) build --release -p autoglm-worker -j2 && \
-	  $$CARGO_TARGET_DIR/release/autoglm-worker bench --device cpu --threads $${THREADS:-2} \
+	$(WORKER_ENV) && $(CARGO) build -p autoglm-worker -j2 && \
+	  $$CARGO_TARGET_DIR/debug/autoglm-worker bench --device cpu --threads $${THREADS:-2} \
 	    --model $(WORKER_MODEL_DIR)/model.pt --model-bf16 $(WORKER_MODEL_DIR)/model-bf16.pt \
 	    --tokenizer $(WORKER_MODEL_DIR)/tokenizer.json --st-model $(WORKER_MODEL_DIR)/st-model \
 	    --input "$$(python hack/corpus.py)" --limit $${LIMIT:-2000} --python python

@@ -31,7 +31,7 @@ assert torch.cuda.is_available(), "torch in the venv sees no CUDA device"
 print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))
 PY
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/worker}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release -p autoglm-worker
 bin="$CARGO_TARGET_DIR/release/autoglm-worker"
 
