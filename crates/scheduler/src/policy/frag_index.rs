@@ -25,10 +25,11 @@
 //! - `autoglm` compares scores within `1e-6` and then breaks ties by leftover; a scan and a
 //!   tree agree as long as no two feasible scores differ by a non-zero amount below about
 //!   `2e-6` milli-GPU (scores are sums of request shares times integer milli-GPU, so distinct
-//!   scores are far apart and equal ones differ only by rounding); `tests/fast_paths.rs`
+//!   scores are far apart and equal ones differ only by rounding); `tests/frag_index.rs`
 //!   and the simulator's JSON diff check it.
-//! - Memory: about 16 bytes per node per row plus 8 per tree slot; rows beyond
-//!   [`ROW_BUDGET_BYTES`] are dropped least recently used first and rebuilt on next use.
+//! - Memory: 16 bytes per node per row plus 4 per tree slot (twice the node count rounded up
+//!   to a power of two); rows beyond [`ROW_BUDGET_BYTES`] are dropped least recently used
+//!   first and rebuilt on next use.
 
 use std::collections::HashMap;
 
@@ -36,7 +37,7 @@ use super::fgd::{TypicalPods, fgd_int_score};
 use crate::feasibility::summary_fits;
 use crate::model::{Cluster, GpuRequest, MILLI_PER_GPU, NodeSummary, PodRequest};
 
-/// Memory allowed for the rows of one index, in bytes (64 MiB: ~170 rows at 10,000 nodes,
+/// Memory allowed for the rows of one index, in bytes (64 MiB: ~230 rows at 10,000 nodes,
 /// against 151 distinct requests in the openb default list).
 pub const ROW_BUDGET_BYTES: usize = 64 << 20;
 
