@@ -166,17 +166,50 @@ pub async fn read_all(uri: &str) -> Result<Bytes, StoreError> {
 pub enum OutputDir {
     /// A local folder.
     Local(PathBuf),
-    /// A prefix in an object store; blocking calls run on `handle`.
-    Remote {
-        /// The store.
-        store: Arc<dyn ObjectStore>,
-        /// The folder's prefix.
-        prefix: ObjectPath,
-        /// The URI, for messages.
-        uri: String,
-        /// The tokio runtime that runs the store's futures.
-        handle: tokio::runtime::Handle,
-    },
+    /// A prefix in an object store.
+    Remote(RemoteDir),
+}
+
+/// A folder (prefix) in an object store; blocking calls run on `handle`.
+#[derive(Debug, Clone)]
+pub struct RemoteDir {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The folder's prefix.
+    pub prefix: ObjectPath,
+    /// The URI, for messages.
+    pub uri: String,
+    /// The tokio runtime that runs the store's futures.
+    pub handle: tokio::runtime::Handle,
+}
+
+impl RemoteDir {
+    /// Runs `f(store, <prefix>/<name>)` to completion on `handle`.
+    fn run<T, Fut>(
+        &self,
+        name: &str,
+        f: impl FnOnce(Arc<dyn ObjectStore>, ObjectPath) -> Fut,
+    ) -> object_store::Result<T>
+    where
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        self.handle
+            .block_on(f(Arc::clone(&self.store), self.prefix.clone().join(name)))
+    }
+
+    /// Turns a store error of `op` on `name` into [`StoreError::Object`] naming `<uri>/<name>`.
+    fn error(
+        &self,
+        op: &'static str,
+        name: &str,
+    ) -> impl FnOnce(object_store::Error) -> StoreError {
+        let location = format!("{}/{name}", self.uri);
+        move |source| StoreError::Object {
+            op,
+            location,
+            source,
+        }
+    }
 }
 
 impl OutputDir {
@@ -195,12 +228,12 @@ impl OutputDir {
             return Ok(Self::Local(dir));
         }
         let (store, prefix) = open_uri(uri)?;
-        Ok(Self::Remote {
+        Ok(Self::Remote(RemoteDir {
             store,
             prefix: prefix.clone().join(sub),
             uri: format!("{}/{sub}", uri.trim_end_matches('/')),
             handle,
-        })
+        }))
     }
 
     /// Where a file of this folder is, for messages.
@@ -208,7 +241,7 @@ impl OutputDir {
     pub fn describe(&self, name: &str) -> String {
         match self {
             Self::Local(dir) => dir.join(name).display().to_string(),
-            Self::Remote { uri, .. } => format!("{uri}/{name}"),
+            Self::Remote(remote) => format!("{}/{name}", remote.uri),
         }
     }
 
@@ -235,22 +268,13 @@ impl OutputDir {
                     .map_err(io("fsync folder", dir))?;
                 Ok(())
             }
-            Self::Remote {
-                store,
-                prefix,
-                uri,
-                handle,
-            } => {
-                let path = prefix.clone().join(name);
+            Self::Remote(remote) => {
                 let payload = object_store::PutPayload::from(Bytes::copy_from_slice(bytes));
-                handle
-                    .block_on(store.put(&path, payload))
-                    .map(|_| ())
-                    .map_err(|source| StoreError::Object {
-                        op: "write",
-                        location: format!("{uri}/{name}"),
-                        source,
+                remote
+                    .run(name, |store, path| async move {
+                        store.put(&path, payload).await.map(|_| ())
                     })
+                    .map_err(remote.error("write", name))
             }
         }
     }
@@ -260,41 +284,13 @@ impl OutputDir {
     /// # Errors
     /// [`StoreError`] when it exists but cannot be read.
     pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Self::Local(dir) => {
-                let path = dir.join(name);
-                match fs::read(&path) {
-                    Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(source) => Err(StoreError::Io {
-                        op: "read",
-                        path,
-                        source,
-                    }),
-                }
-            }
-            Self::Remote {
-                store,
-                prefix,
-                uri,
-                handle,
-            } => {
-                let path = prefix.clone().join(name);
-                let res = handle.block_on(async {
-                    match store.get(&path).await {
-                        Ok(g) => g.bytes().await.map(Some),
-                        Err(object_store::Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                });
-                res.map(|b| b.map(|b| b.to_vec()))
-                    .map_err(|source| StoreError::Object {
-                        op: "read",
-                        location: format!("{uri}/{name}"),
-                        source,
-                    })
-            }
-        }
+        self.on_file(
+            "read",
+            name,
+            None,
+            |path| fs::read(path).map(Some),
+            |store, path| async move { Ok(Some(store.get(&path).await?.bytes().await?.to_vec())) },
+        )
     }
 
     /// Names of the files directly in the folder, sorted.
@@ -322,17 +318,13 @@ impl OutputDir {
                 }
                 names
             }
-            Self::Remote {
-                store,
-                prefix,
-                uri,
-                handle,
-            } => {
-                let listing = handle
-                    .block_on(store.list_with_delimiter(Some(prefix)))
+            Self::Remote(remote) => {
+                let listing = remote
+                    .handle
+                    .block_on(remote.store.list_with_delimiter(Some(&remote.prefix)))
                     .map_err(|source| StoreError::Object {
                         op: "list",
-                        location: uri.clone(),
+                        location: remote.uri.clone(),
                         source,
                     })?;
                 listing
@@ -351,35 +343,44 @@ impl OutputDir {
     /// # Errors
     /// [`StoreError`] when it exists and cannot be deleted.
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.on_file(
+            "delete",
+            name,
+            (),
+            |path| fs::remove_file(path),
+            |store, path| async move { store.delete(&path).await },
+        )
+    }
+
+    /// Runs one operation `op` on the file `name`: `local` on its path in a local folder,
+    /// `remote` on the store and its object path (run to completion on `handle`). A file
+    /// that does not exist yields `Ok(missing)`; any other error names `op` and the file.
+    ///
+    /// Only for single-call operations (read, delete); [`OutputDir::put_atomic`] has its
+    /// own local path because of the temp file, rename and fsyncs.
+    fn on_file<T, Fut>(
+        &self,
+        op: &'static str,
+        name: &str,
+        missing: T,
+        local: impl FnOnce(&Path) -> std::io::Result<T>,
+        remote: impl FnOnce(Arc<dyn ObjectStore>, ObjectPath) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = object_store::Result<T>>,
+    {
         match self {
             Self::Local(dir) => {
                 let path = dir.join(name);
-                match fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(source) => Err(StoreError::Io {
-                        op: "delete",
-                        path,
-                        source,
-                    }),
+                match local(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(missing),
+                    res => res.map_err(|source| StoreError::Io { op, path, source }),
                 }
             }
-            Self::Remote {
-                store,
-                prefix,
-                uri,
-                handle,
-            } => {
-                let path = prefix.clone().join(name);
-                match handle.block_on(store.delete(&path)) {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(source) => Err(StoreError::Object {
-                        op: "delete",
-                        location: format!("{uri}/{name}"),
-                        source,
-                    }),
-                }
-            }
+            Self::Remote(dir) => match dir.run(name, remote) {
+                Err(object_store::Error::NotFound { .. }) => Ok(missing),
+                res => res.map_err(dir.error(op, name)),
+            },
         }
     }
 }
@@ -430,6 +431,32 @@ mod tests {
         assert_eq!(out.get("missing").unwrap(), None);
         assert_eq!(out.list().unwrap(), vec!["a.json".to_string()]);
         out.delete("a.json").unwrap();
+        out.delete("a.json").unwrap();
+        assert!(out.list().unwrap().is_empty());
+    }
+
+    /// The object-store side, on `object_store`'s local backend: a missing object reads as
+    /// `None` and deletes without error, as in a local folder.
+    #[test]
+    fn remote_output_dir_put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let out = OutputDir::Remote(RemoteDir {
+            store: Arc::new(store),
+            prefix: ObjectPath::from("replica-0"),
+            uri: "test://bucket/replica-0".to_string(),
+            handle: rt.handle().clone(),
+        });
+        assert_eq!(out.get("missing").unwrap(), None);
+        out.delete("missing").unwrap();
+        out.put_atomic("a.json", b"{}").unwrap();
+        out.put_atomic("a.json", b"[1]").unwrap();
+        assert_eq!(out.get("a.json").unwrap().as_deref(), Some(&b"[1]"[..]));
+        assert_eq!(out.list().unwrap(), vec!["a.json".to_string()]);
+        assert_eq!(out.describe("a.json"), "test://bucket/replica-0/a.json");
         out.delete("a.json").unwrap();
         assert!(out.list().unwrap().is_empty());
     }
