@@ -140,12 +140,39 @@ impl Harness {
     async fn client(&self, kind: ResourceKind) -> DevicePluginClient<tonic::transport::Channel> {
         DevicePluginClient::new(connect_unix(&self.socket(kind)).await.expect("dial plugin"))
     }
+
+    /// Dials the `kind` plugin and opens its `ListAndWatch` stream. The client comes back
+    /// too: keep it for as long as the stream is read, as the kubelet does.
+    async fn list_and_watch(
+        &self,
+        kind: ResourceKind,
+    ) -> (
+        DevicePluginClient<tonic::transport::Channel>,
+        Streaming<ListAndWatchResponse>,
+    ) {
+        let mut client = self.client(kind).await;
+        let stream = client
+            .list_and_watch(Empty {})
+            .await
+            .expect("ListAndWatch")
+            .into_inner();
+        (client, stream)
+    }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// Starts a [`Harness`] and a test kubelet in its directory, and waits until both plugins
+/// have registered. Returns the registrations by resource name and the kubelet's stop token.
+async fn start_registered() -> (Harness, HashMap<String, RegisterRequest>, CancellationToken) {
+    let h = Harness::start();
+    let (mut regs, kubelet) = start_kubelet(h.dir.path());
+    let got = registrations(&mut regs).await;
+    (h, got, kubelet)
 }
 
 /// Collects the two registrations (order not fixed) by resource name.
@@ -162,9 +189,7 @@ async fn registrations(
 
 #[tokio::test]
 async fn registers_both_resources_and_lists_devices() {
-    let h = Harness::start();
-    let (mut regs, _kubelet) = start_kubelet(h.dir.path());
-    let got = registrations(&mut regs).await;
+    let (h, got, _kubelet) = start_registered().await;
 
     let whole = &got["autoglm.io/gpu"];
     assert_eq!(whole.version, "v1beta1");
@@ -179,12 +204,7 @@ async fn registers_both_resources_and_lists_devices() {
     assert_eq!(slices.endpoint, "autoglm-gpu-memory.sock");
 
     // Whole GPUs: one device per GPU, named by UUID.
-    let mut c = h.client(ResourceKind::WholeGpu).await;
-    let mut stream = c
-        .list_and_watch(Empty {})
-        .await
-        .expect("ListAndWatch")
-        .into_inner();
+    let (_client, mut stream) = h.list_and_watch(ResourceKind::WholeGpu).await;
     let list = next_list(&mut stream).await;
     assert_eq!(
         list,
@@ -195,12 +215,7 @@ async fn registers_both_resources_and_lists_devices() {
     );
 
     // Slices: 16384 MiB / 1024 = 16 per GPU, 32 in all.
-    let mut c = h.client(ResourceKind::MemorySlice).await;
-    let mut stream = c
-        .list_and_watch(Empty {})
-        .await
-        .expect("ListAndWatch")
-        .into_inner();
+    let (_client, mut stream) = h.list_and_watch(ResourceKind::MemorySlice).await;
     let list = next_list(&mut stream).await;
     assert_eq!(list.len(), 32);
     assert_eq!(list[0].0, slice_id(&h.uuids[0], 0));
@@ -210,21 +225,9 @@ async fn registers_both_resources_and_lists_devices() {
 
 #[tokio::test]
 async fn health_changes_are_streamed() {
-    let h = Harness::start();
-    let (mut regs, _kubelet) = start_kubelet(h.dir.path());
-    registrations(&mut regs).await;
-    let mut whole = h.client(ResourceKind::WholeGpu).await;
-    let mut whole = whole
-        .list_and_watch(Empty {})
-        .await
-        .expect("ListAndWatch")
-        .into_inner();
-    let mut slices = h.client(ResourceKind::MemorySlice).await;
-    let mut slices = slices
-        .list_and_watch(Empty {})
-        .await
-        .expect("ListAndWatch")
-        .into_inner();
+    let (h, _, _kubelet) = start_registered().await;
+    let (_whole_client, mut whole) = h.list_and_watch(ResourceKind::WholeGpu).await;
+    let (_slices_client, mut slices) = h.list_and_watch(ResourceKind::MemorySlice).await;
     assert_eq!(next_list(&mut whole).await.len(), 2);
     assert_eq!(next_list(&mut slices).await.len(), 32);
 
@@ -317,9 +320,7 @@ async fn allocate(
 
 #[tokio::test]
 async fn allocate_follows_the_assignment_for_whole_and_fractional_requests() {
-    let h = Harness::start();
-    let (mut regs, _kubelet) = start_kubelet(h.dir.path());
-    registrations(&mut regs).await;
+    let (h, _, _kubelet) = start_registered().await;
     let (u0, u1) = (h.uuids[0].clone(), h.uuids[1].clone());
     // The controller placed `whole` on GPU 1 and a 5000 MiB / 300 milli slice on GPU 0.
     h.pods.send_replace(vec![
@@ -382,9 +383,7 @@ async fn allocate_follows_the_assignment_for_whole_and_fractional_requests() {
 
 #[tokio::test]
 async fn registers_again_after_the_kubelet_restarts() {
-    let h = Harness::start();
-    let (mut regs, kubelet) = start_kubelet(h.dir.path());
-    registrations(&mut regs).await;
+    let (h, _, kubelet) = start_registered().await;
 
     // The kubelet stops, and on start wipes the directory and recreates kubelet.sock.
     kubelet.cancel();
@@ -397,11 +396,6 @@ async fn registers_again_after_the_kubelet_restarts() {
     assert!(got.contains_key("autoglm.io/gpu-memory-gib"));
 
     // The plugins serve fresh sockets.
-    let mut c = h.client(ResourceKind::WholeGpu).await;
-    let mut stream = c
-        .list_and_watch(Empty {})
-        .await
-        .expect("ListAndWatch")
-        .into_inner();
+    let (_client, mut stream) = h.list_and_watch(ResourceKind::WholeGpu).await;
     assert_eq!(next_list(&mut stream).await.len(), 2);
 }
