@@ -13,52 +13,18 @@
 //! other nodes are involved.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoglm_testkit::{TestNamespace, repo_root};
+use autoglm_testkit::{ChildGuard, TestNamespace, repo_root};
 
 const LINES: usize = 100;
 
-/// A child process stopped with SIGTERM (then SIGKILL) on drop.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sh(script: &str, log: &Path, name: &'static str) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(repo_root())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    Proc { name, child }
+/// Runs `script` with bash in the checkout, its output in `log`; stopped on drop.
+fn sh(script: &str, log: &Path, name: &'static str) -> ChildGuard {
+    let mut command = Command::new("bash");
+    command.arg("-c").arg(script).current_dir(repo_root());
+    ChildGuard::spawn_logged(name, &mut command, log)
 }
 
 fn target_dir() -> PathBuf {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use autoglm_node_agent::proto::{
     device_plugin_server::{DevicePlugin, DevicePluginServer},
     registration_client::RegistrationClient,
 };
-use autoglm_testkit::TestNamespace;
+use autoglm_testkit::{ChildGuard, TestNamespace};
 use futures::Stream;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -107,31 +107,6 @@ impl DevicePlugin for FakePlugin {
     }
 }
 
-/// The devnode process; SIGTERM on drop so it stops its pods and marks the node not ready.
-struct Devnode {
-    child: Child,
-}
-
-impl Drop for Devnode {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -205,8 +180,10 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
 
-    let devnode = Devnode {
-        child: Command::new(env!("CARGO_BIN_EXE_autoglm-devnode"))
+    // SIGTERM on drop, so the devnode stops its pods and marks the node not ready.
+    let devnode = ChildGuard::spawn(
+        "autoglm-devnode",
+        Command::new(env!("CARGO_BIN_EXE_autoglm-devnode"))
             .args([
                 "--node-name",
                 &node_name,
@@ -226,10 +203,8 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
                 "8Gi",
             ])
             .env("KUBECONFIG", ns.kubeconfig())
-            .env("RUST_LOG", "info")
-            .spawn()
-            .unwrap(),
-    };
+            .env("RUST_LOG", "info"),
+    );
 
     // Node registered, Ready, with the capacity given on the command line.
     let nodes: Api<Node> = Api::all(client.clone());

@@ -44,10 +44,18 @@
 //! # }
 //! ```
 //!
+//! # Child processes
+//! [`ChildGuard`] stops a process a test started (a controller, a development node) when it
+//! is dropped, also on panic: `SIGTERM`, then `SIGKILL` after a grace period.
+//!
 //! # Panics
 //! The plain functions ([`client`], [`kubeconfig_path`], [`TestNamespace::new`], ...) panic with
 //! the full error (including `cluster.sh` output) because they are meant for tests; each has a
 //! `try_` twin returning [`Error`].
+
+pub mod process;
+
+pub use process::ChildGuard;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
