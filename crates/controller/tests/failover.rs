@@ -6,46 +6,29 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{A100, Env, T4, assert_no_oversubscription, node_of, wait_for};
+use common::{A100, Env, T4, assert_no_oversubscription, job_spec, node_of, wait_for};
 use kube::ResourceExt;
 use serde_json::json;
 
-fn spec(gpu: serde_json::Value, replicas: i64) -> serde_json::Value {
-    json!({
-        "model": {"uri": "file:///models/minilm.pt", "tokenizerUri": "file:///models/tokenizer.json", "task": "embedding"},
-        "input": {"uri": "file:///data/in.jsonl"},
-        "output": {"uri": "file:///data/out/"},
-        "replicas": replicas,
-        "resources": {"gpu": gpu, "cpu": "1", "memory": "2Gi"},
-    })
-}
-
+/// `Some` when the namespace has exactly `n` jobs and all are `Scheduled`.
 async fn all_scheduled(env: &Env, n: usize) -> Option<()> {
-    let jobs = env.jobs().list(&Default::default()).await.ok()?;
-    let ok = jobs.items.len() == n
-        && jobs.items.iter().all(|j| {
-            j.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Scheduled" && c.status == "True")
-            })
-        });
-    ok.then_some(())
+    (env.scheduled_jobs().await? == (n, n)).then_some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_reconcile_then_restart_leaves_no_duplicates_and_consistent_placements() {
     let env = Env::new("ctl-crash").await;
-    for i in 0..5 {
-        env.add_node(&format!("a100-{i}"), A100, 8).await;
-        env.add_node(&format!("t4-{i}"), T4, 4).await;
-    }
+    env.add_nodes("a100", A100, 8, 5).await;
+    env.add_nodes("t4", T4, 4, 5).await;
     env.wait_nodes_ready(10).await;
     let mut ctl = env.controller(&[]);
     // 30 jobs x 2 replicas of 6144 MiB slices (60 replicas).
     for i in 0..30 {
-        env.apply_job(&format!("job-{i:02}"), spec(json!({"memoryMiB": 6144}), 2))
-            .await;
+        env.apply_job(
+            &format!("job-{i:02}"),
+            job_spec(json!({"memoryMiB": 6144}), 2),
+        )
+        .await;
     }
     // Kill as soon as the first replica pods exist, while jobs are still being reconciled
     // and bound.
@@ -55,19 +38,10 @@ async fn kill_9_mid_reconcile_then_restart_leaves_no_duplicates_and_consistent_p
     })
     .await;
     ctl.kill9();
-    let pods_before = env
-        .pods()
-        .list(&Default::default())
-        .await
-        .expect("pods")
-        .items
-        .len();
+    let pods_before = env.all_pods().await.len();
     let bound_before = env
-        .pods()
-        .list(&Default::default())
+        .all_pods()
         .await
-        .expect("pods")
-        .items
         .iter()
         .filter(|p| node_of(p).is_some())
         .count();
@@ -78,17 +52,7 @@ async fn kill_9_mid_reconcile_then_restart_leaves_no_duplicates_and_consistent_p
         || all_scheduled(&env, 30),
     )
     .await;
-    let pods = env
-        .pods()
-        .list(&Default::default())
-        .await
-        .expect("pods")
-        .items;
-    let live: Vec<_> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .cloned()
-        .collect();
+    let live = env.live_pods().await;
     // Exactly one pod per (job, replica), all bound; nothing lost.
     let mut per_replica: BTreeMap<(String, String), usize> = BTreeMap::new();
     for p in &live {
@@ -139,7 +103,7 @@ async fn with_two_controllers_only_the_leader_acts() {
         || async { (second.metric("autoglm_controller_leader").await == Some(0.0)).then_some(()) },
     )
     .await;
-    env.apply_job("one", spec(json!({"count": 1}), 2)).await;
+    env.apply_job("one", job_spec(json!({"count": 1}), 2)).await;
     wait_for(Duration::from_secs(60), "job one Scheduled", || {
         all_scheduled(&env, 1)
     })
@@ -169,19 +133,14 @@ async fn with_two_controllers_only_the_leader_acts() {
         || async { (second.metric("autoglm_controller_leader").await == Some(1.0)).then_some(()) },
     )
     .await;
-    env.apply_job("two", spec(json!({"count": 1}), 2)).await;
+    env.apply_job("two", job_spec(json!({"count": 1}), 2)).await;
     wait_for(
         Duration::from_secs(60),
         "job two Scheduled by the new leader",
         || all_scheduled(&env, 2),
     )
     .await;
-    let pods = env
-        .pods()
-        .list(&Default::default())
-        .await
-        .expect("pods")
-        .items;
+    let pods = env.all_pods().await;
     let names: Vec<String> = pods
         .iter()
         .map(|p| {

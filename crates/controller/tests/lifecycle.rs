@@ -6,18 +6,13 @@ mod common;
 use std::time::Duration;
 
 use autoglm_api::JobPhase;
-use common::{A100, Env, node_of, wait_for};
+use common::{A100, Env, job_spec, node_of, wait_for};
 use kube::ResourceExt;
 use serde_json::json;
 
+/// A one-replica, one-GPU [`job_spec`] with the fields of `extra` set on top.
 fn spec(extra: serde_json::Value) -> serde_json::Value {
-    let mut s = json!({
-        "model": {"uri": "file:///models/minilm.pt", "tokenizerUri": "file:///models/tokenizer.json", "task": "embedding"},
-        "input": {"uri": "file:///data/in.jsonl"},
-        "output": {"uri": "file:///data/out/"},
-        "replicas": 1,
-        "resources": {"gpu": {"count": 1}, "cpu": "1", "memory": "2Gi"},
-    });
+    let mut s = job_spec(json!({"count": 1}), 1);
     for (k, v) in extra.as_object().expect("object") {
         s[k] = v.clone();
     }

@@ -6,7 +6,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{A100, Env, H100, T4, assert_no_oversubscription, assignment, node_of, wait_for};
+use common::{
+    A100, Env, H100, T4, assert_no_oversubscription, assignment, job_spec, node_of, wait_for,
+};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -21,29 +23,13 @@ fn job_shape(i: usize) -> (serde_json::Value, i64) {
     }
 }
 
-fn spec(gpu: serde_json::Value, replicas: i64) -> serde_json::Value {
-    json!({
-        "model": {"uri": "file:///models/minilm.pt", "tokenizerUri": "file:///models/tokenizer.json", "task": "embedding"},
-        "input": {"uri": "file:///data/in.jsonl"},
-        "output": {"uri": "file:///data/out/"},
-        "replicas": replicas,
-        "resources": {"gpu": gpu, "cpu": "1", "memory": "2Gi"},
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_jobs_on_twenty_mixed_nodes_are_all_bound_without_oversubscription() {
     let env = Env::new("ctl-place").await;
     // 20 nodes, 136 GPUs: 6 x 8 T4 (15360 MiB), 8 x 8 A100 (40960 MiB), 6 x 4 H100 (81559 MiB).
-    for i in 0..6 {
-        env.add_node(&format!("t4-{i}"), T4, 8).await;
-    }
-    for i in 0..8 {
-        env.add_node(&format!("a100-{i}"), A100, 8).await;
-    }
-    for i in 0..6 {
-        env.add_node(&format!("h100-{i}"), H100, 4).await;
-    }
+    env.add_nodes("t4", T4, 8, 6).await;
+    env.add_nodes("a100", A100, 8, 8).await;
+    env.add_nodes("h100", H100, 4, 6).await;
     env.wait_nodes_ready(20).await;
     let _ctl = env.controller(&[]);
     // 50 jobs, 80 replicas: 10 x 1 whole GPU, 10 x 2 whole GPUs, 20 slices of 8192 MiB,
@@ -52,7 +38,7 @@ async fn fifty_jobs_on_twenty_mixed_nodes_are_all_bound_without_oversubscription
     let mut expected = BTreeMap::new();
     for i in 0..50 {
         let (gpu, replicas) = job_shape(i);
-        env.apply_job(&format!("job-{i:02}"), spec(gpu.clone(), replicas))
+        env.apply_job(&format!("job-{i:02}"), job_spec(gpu.clone(), replicas))
             .await;
         expected.insert(format!("job-{i:02}"), (gpu, replicas));
     }
@@ -60,33 +46,12 @@ async fn fifty_jobs_on_twenty_mixed_nodes_are_all_bound_without_oversubscription
         Duration::from_secs(180),
         "all 50 jobs Scheduled",
         || async {
-            let jobs = env.jobs().list(&Default::default()).await.ok()?;
-            let scheduled = jobs
-                .items
-                .iter()
-                .filter(|j| {
-                    j.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Scheduled" && c.status == "True")
-                    })
-                })
-                .count();
+            let (_, scheduled) = env.scheduled_jobs().await?;
             (scheduled == 50).then_some(())
         },
     )
     .await;
-    let pods = env
-        .pods()
-        .list(&Default::default())
-        .await
-        .expect("list pods")
-        .items;
-    let live: Vec<_> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .cloned()
-        .collect();
+    let live = env.live_pods().await;
     assert_eq!(
         live.len(),
         80,
@@ -141,16 +106,14 @@ async fn a_replica_nothing_fits_is_unschedulable_then_binds_when_a_node_with_roo
     let env = Env::new("ctl-unsched").await;
     // 12 nodes: 9 with one 15360 MiB T4, 3 with one A100 behind a taint the job does not
     // tolerate.
-    for i in 0..9 {
-        env.add_node(&format!("t4-{i}"), T4, 1).await;
-    }
+    env.add_nodes("t4", T4, 1, 9).await;
     for i in 0..3 {
         env.add_tainted_node(&format!("a100-{i}"), A100, 1, &[("dedicated", "training")])
             .await;
     }
     env.wait_nodes_ready(12).await;
     let _ctl = env.controller(&[]);
-    env.apply_job("big", spec(json!({"memoryMiB": 65536}), 1))
+    env.apply_job("big", job_spec(json!({"memoryMiB": 65536}), 1))
         .await;
     let expected = "0/12 nodes are available: 9 lack 65536 MiB free on one GPU, 3 have an untolerated taint dedicated";
     let pod = wait_for(

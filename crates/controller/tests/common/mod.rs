@@ -356,6 +356,14 @@ impl Env {
         .await;
     }
 
+    /// Adds `count` nodes `<prefix>-0` .. `<prefix>-<count - 1>`, each with `gpus` GPUs of
+    /// `model` (see [`Env::add_node`]).
+    pub async fn add_nodes(&self, prefix: &str, model: GpuModel, gpus: i32, count: usize) {
+        for i in 0..count {
+            self.add_node(&format!("{prefix}-{i}"), model, gpus).await;
+        }
+    }
+
     pub async fn add_tainted_node(
         &self,
         name: &str,
@@ -439,6 +447,30 @@ impl Env {
         Api::namespaced(self.client.clone(), self.name())
     }
 
+    /// Every pod of the namespace, deleting ones included.
+    pub async fn all_pods(&self) -> Vec<Pod> {
+        self.pods()
+            .list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .items
+    }
+
+    /// The pods of the namespace that are not being deleted.
+    pub async fn live_pods(&self) -> Vec<Pod> {
+        let mut pods = self.all_pods().await;
+        pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+        pods
+    }
+
+    /// How many jobs the namespace has, and how many of them are `Scheduled=True`; `None`
+    /// when they cannot be listed (for polling with [`wait_for`]).
+    pub async fn scheduled_jobs(&self) -> Option<(usize, usize)> {
+        let jobs = self.jobs().list(&ListParams::default()).await.ok()?;
+        let scheduled = jobs.items.iter().filter(|j| is_scheduled(j)).count();
+        Some((jobs.items.len(), scheduled))
+    }
+
     /// Applies a job from a JSON spec (server-side apply).
     pub async fn apply_job(&self, name: &str, spec: serde_json::Value) {
         let job = json!({"apiVersion": "autoglm.io/v1alpha1", "kind": "InferenceJob", "metadata": {"name": name}, "spec": spec});
@@ -508,6 +540,27 @@ impl Env {
             .into_iter()
             .find(|c| c.type_ == type_)
     }
+}
+
+/// A job spec (the embedding model on `file://` URIs, 1 CPU, 2Gi) with `gpu` as its
+/// `resources.gpu` and `replicas` replicas.
+pub fn job_spec(gpu: serde_json::Value, replicas: i64) -> serde_json::Value {
+    json!({
+        "model": {"uri": "file:///models/minilm.pt", "tokenizerUri": "file:///models/tokenizer.json", "task": "embedding"},
+        "input": {"uri": "file:///data/in.jsonl"},
+        "output": {"uri": "file:///data/out/"},
+        "replicas": replicas,
+        "resources": {"gpu": gpu, "cpu": "1", "memory": "2Gi"},
+    })
+}
+
+/// Whether the job's `Scheduled` condition is `True`.
+pub fn is_scheduled(job: &InferenceJob) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Scheduled" && c.status == "True")
+    })
 }
 
 /// Assignment of a bound pod.
