@@ -92,10 +92,11 @@ pub struct ReplicaProgress {
     /// Items in the shard, once the worker has counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_total: Option<u64>,
-    /// Bad input items skipped.
+    /// Items whose output record is an error (bad input lines: not JSON, or no text field).
     #[serde(default)]
     pub items_failed: u64,
-    /// Recent throughput in items per second.
+    /// Throughput of the worker process in items per second: items it processed over the
+    /// wall time since it started (after the last checkpoint's resume).
     #[serde(default)]
     pub items_per_second: f64,
     /// When the last checkpoint was committed.

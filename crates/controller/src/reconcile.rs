@@ -331,8 +331,10 @@ fn fill_from_pod(r: &mut ReplicaStatus, pod: &Pod) {
 
 /// The job's `itemsPerSecond` (rounded to 0.01): while it runs, `running_rate` (the running
 /// replicas' reported rates, summed); once it has a `completionTime`, the whole run's
-/// average, items done / (completionTime - startTime), so the figure stays after the replicas
-/// are gone. `None` when there is nothing to report.
+/// average, items done / (completionTime - startTime) in whole seconds (the precision both
+/// times are stored with, so the figure does not change once they are persisted), and it
+/// stays after the replicas are gone. `None` when there is nothing to report: no
+/// `startTime` (the controller never saw a replica running) or a run of under one second.
 fn job_rate(
     running_rate: f64,
     done: i64,
@@ -340,7 +342,7 @@ fn job_rate(
     completion: Option<&Time>,
 ) -> Option<f64> {
     let rate = match (start, completion) {
-        (Some(start), Some(end)) => done as f64 / end.0.duration_since(start.0).as_secs_f64(),
+        (Some(start), Some(end)) => done as f64 / (end.0.as_second() - start.0.as_second()) as f64,
         (_, Some(_)) => return None,
         (_, None) => running_rate,
     };
@@ -1007,7 +1009,9 @@ mod tests {
         assert_eq!(job_rate(0.0, 0, None, None), None);
         // Finished: 3000 items in 30 s.
         assert_eq!(job_rate(0.0, 3000, Some(&start), Some(&end)), Some(100.0));
-        // Finished without ever running, or in no time: nothing to report.
+        // Finished with no startTime (never seen running), or within one second: nothing.
+        let sub_second = t("2026-11-30T10:00:30.900Z");
+        assert_eq!(job_rate(0.0, 10, Some(&end), Some(&sub_second)), None);
         assert_eq!(job_rate(0.0, 0, None, Some(&end)), None);
         assert_eq!(job_rate(0.0, 10, Some(&end), Some(&end)), None);
     }

@@ -194,3 +194,18 @@ fn journal_truncation_keeps_answers() {
         fgd_plain(&typical, &c, &rare)
     );
 }
+
+#[test]
+fn an_empty_cluster_is_unschedulable_not_a_panic() {
+    let req = PodRequest::new("a", 1000, 1024, GpuRequest::Whole { count: 1 });
+    let pool = [req.clone()];
+    let typical = TypicalPods::from_requests(pool.iter(), 0.95);
+    let c = Cluster::new(Vec::new());
+    let mut scratch = Vec::new();
+    assert!(Fgd::new(typical).place(&c, &req, &mut scratch).is_err());
+    assert!(
+        AutoGlm::from_workload(&pool)
+            .place(&c, &req, &mut scratch)
+            .is_err()
+    );
+}

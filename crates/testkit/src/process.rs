@@ -84,8 +84,12 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // Already exited (and now reaped): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            // ESRCH (already exited and reaped) is the only expected error; nothing to do.
+            // Not reaped yet, so the pid is still this child's (a zombie at worst).
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGTERM,

@@ -209,7 +209,9 @@ pub fn run(
     let started = Instant::now();
     // Count the shard beside the pipeline so `itemsTotal` is known early (the reader, held
     // back by the bounded channels, only reaches the end near the finish).
-    let counter = {
+    // It reads the input a second time (cheap next to inference: tokenizing and the model
+    // cost far more per line than streaming it), and is aborted on every way out of here.
+    let _counter = AbortOnDrop({
         let (input, shard, telemetry) = (cfg.input.clone(), cfg.shard, telemetry.clone());
         handle.spawn(async move {
             match count_shard(&input, shard).await {
@@ -219,7 +221,7 @@ pub fn run(
                 Err(e) => tracing::debug!(error = %e, "could not count the shard"),
             }
         })
-    };
+    });
 
     let wl = window_len(cfg.max_batch_size);
     let (raw_tx, raw_rx) = mpsc::channel::<RawItem>(1024);
@@ -254,7 +256,6 @@ pub fn run(
         .join()
         .map_err(|_| PipelineError::Stage { stage: "model" })?;
     let _ = tokenizer_thread.join();
-    counter.abort();
     let total = handle
         .block_on(reader)
         .map_err(|_| PipelineError::Stage { stage: "reader" })?;
@@ -294,6 +295,15 @@ pub fn run(
         "replica complete"
     );
     Ok(report)
+}
+
+/// Aborts a background task when dropped (on success and on every early return).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A checkpoint's RFC 3339 time as the API's `Time`; `None` if it does not parse.

@@ -24,9 +24,9 @@
 //! # Caveats
 //! - `autoglm` compares scores within `1e-6` and then breaks ties by leftover; a scan and a
 //!   tree agree as long as no two feasible scores differ by a non-zero amount below about
-//!   `2e-6` milli-GPU (scores are sums of request shares times integer milli-GPU, so distinct
-//!   scores are far apart and equal ones differ only by rounding); `tests/frag_index.rs`
-//!   and the simulator's JSON diff check it.
+//!   `2e-6` milli-GPU. That is checked, not proven (`tests/frag_index.rs` and the
+//!   simulator's JSON diff): the GPU-type scarcity weights and the real-valued CPU-stranding
+//!   term could in principle bring two distinct scores closer than that.
 //! - Memory: 16 bytes per node per row plus 4 per tree slot (twice the node count rounded up
 //!   to a power of two); rows beyond [`ROW_BUDGET_BYTES`] are dropped least recently used
 //!   first and rebuilt on next use.
@@ -157,6 +157,10 @@ impl FragIndex {
     ) -> Option<(usize, f64)> {
         let summary = cluster.summary()?;
         let n = cluster.nodes.len();
+        if n == 0 {
+            // No nodes: nothing to index (an empty tree has no root to read).
+            return None;
+        }
         if self.cluster != Some((cluster.identity(), n)) {
             self.start(cluster, typical);
         }
