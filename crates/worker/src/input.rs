@@ -171,12 +171,7 @@ pub async fn read_shard(
     fields: &Fields,
     tx: mpsc::Sender<RawItem>,
 ) -> Result<u64, InputError> {
-    let (store, path) = open_uri(uri)?;
-    let read_err = |source| InputError::Read {
-        uri: uri.to_string(),
-        source,
-    };
-    let mut stream = store.get(&path).await.map_err(read_err)?.into_stream();
+    let mut stream = open_chunks(uri).await?;
     let mut splitter = LineSplitter::default();
     let mut state = ShardCursor {
         shard,
@@ -186,7 +181,7 @@ pub async fn read_shard(
     };
     let mut ready: Vec<RawItem> = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(read_err)?;
+        let chunk = chunk?;
         splitter.push(&chunk, |l| ready.extend(state.next(l, fields)));
         for item in ready.drain(..) {
             if tx.send(item).await.is_err() {
@@ -203,6 +198,25 @@ pub async fn read_shard(
     Ok(state.seq)
 }
 
+/// Opens `uri` as a stream of byte chunks; open and read errors name the URI.
+async fn open_chunks(
+    uri: &str,
+) -> Result<impl futures::Stream<Item = Result<bytes::Bytes, InputError>> + Unpin, InputError> {
+    let (store, path) = open_uri(uri)?;
+    let read_err = |source| InputError::Read {
+        uri: uri.to_string(),
+        source,
+    };
+    let stream = store.get(&path).await.map_err(read_err)?.into_stream();
+    let uri = uri.to_string();
+    Ok(stream.map(move |chunk| {
+        chunk.map_err(|source| InputError::Read {
+            uri: uri.clone(),
+            source,
+        })
+    }))
+}
+
 /// Counts the items of `uri`'s shard (its owned, non-blank lines, bad ones included) without
 /// parsing them: one streaming pass, run beside the pipeline so the worker can report
 /// `itemsTotal` early instead of only once the reader reaches the end.
@@ -210,12 +224,7 @@ pub async fn read_shard(
 /// # Errors
 /// [`InputError`] when the object cannot be opened or read.
 pub async fn count_shard(uri: &str, shard: Shard) -> Result<u64, InputError> {
-    let (store, path) = open_uri(uri)?;
-    let read_err = |source| InputError::Read {
-        uri: uri.to_string(),
-        source,
-    };
-    let mut stream = store.get(&path).await.map_err(read_err)?.into_stream();
+    let mut stream = open_chunks(uri).await?;
     let mut splitter = LineSplitter::default();
     let (mut line_no, mut count) = (0u64, 0u64);
     let mut tally = |l: &[u8]| {
@@ -225,7 +234,7 @@ pub async fn count_shard(uri: &str, shard: Shard) -> Result<u64, InputError> {
         }
     };
     while let Some(chunk) = stream.next().await {
-        splitter.push(&chunk.map_err(read_err)?, &mut tally);
+        splitter.push(&chunk?, &mut tally);
     }
     splitter.finish(&mut tally);
     Ok(count)
