@@ -652,6 +652,17 @@ mod tests {
         p.display().to_string()
     }
 
+    /// Runs `cfg` with an 8-wide [`FakeModel`], the test tokenizer and fresh telemetry.
+    fn run_fake(cfg: &RunConfig, rt: &tokio::runtime::Runtime) -> Result<RunReport, PipelineError> {
+        run(
+            cfg,
+            Box::new(FakeModel::new(8)),
+            tokenizer(),
+            rt.handle(),
+            Arc::new(Telemetry::new()),
+        )
+    }
+
     fn read_records(dir: &std::path::Path) -> Vec<OutputRecord> {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -681,14 +692,7 @@ mod tests {
         let mut lines = Vec::new();
         for i in 0..3 {
             let cfg = config(&input, out.to_str().unwrap(), Shard { index: i, count: 3 });
-            let report = run(
-                &cfg,
-                Box::new(FakeModel::new(8)),
-                tokenizer(),
-                rt.handle(),
-                Arc::new(Telemetry::new()),
-            )
-            .unwrap();
+            let report = run_fake(&cfg, &rt).unwrap();
             // shard sizes for 40 lines over 3 replicas: 14, 13, 13
             assert_eq!(report.items_total, [14, 13, 13][i as usize]);
             let recs = read_records(&out.join(replica_dir(i)));
@@ -719,7 +723,6 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let input = corpus(tmp.path());
-        let tok = tokenizer();
         let mut results = Vec::new();
         for (k, (size, target)) in [(1, None), (4, None), (16, Some(Duration::from_millis(50)))]
             .into_iter()
@@ -729,14 +732,7 @@ mod tests {
             let mut cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
             cfg.max_batch_size = size;
             cfg.target_p99 = target;
-            run(
-                &cfg,
-                Box::new(FakeModel::new(8)),
-                tok.clone(),
-                rt.handle(),
-                Arc::new(Telemetry::new()),
-            )
-            .unwrap();
+            run_fake(&cfg, &rt).unwrap();
             results.push(read_records(&out.join(replica_dir(0))));
         }
         assert_eq!(results[0].len(), 40);
@@ -760,15 +756,7 @@ mod tests {
         let out = tmp.path().join("out");
         let mut cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
         cfg.max_failed_items = 1;
-        let err = run(
-            &cfg,
-            Box::new(FakeModel::new(8)),
-            tokenizer(),
-            rt.handle(),
-            Arc::new(Telemetry::new()),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = run_fake(&cfg, &rt).unwrap_err().to_string();
         assert_eq!(
             err,
             "failed to process the shard: 2 items failed, more than --max-failed-items 1 (the last: line 23: field `text` is missing)"
@@ -782,14 +770,7 @@ mod tests {
         let input = corpus(tmp.path());
         let out = tmp.path().join("out");
         let cfg = config(&input, out.to_str().unwrap(), Shard { index: 0, count: 1 });
-        run(
-            &cfg,
-            Box::new(FakeModel::new(8)),
-            tokenizer(),
-            rt.handle(),
-            Arc::new(Telemetry::new()),
-        )
-        .unwrap();
+        run_fake(&cfg, &rt).unwrap();
         let full = read_records(&out.join(replica_dir(0)));
         // Pretend the run died after its first part: keep part 0 and a checkpoint naming it.
         let dir =
