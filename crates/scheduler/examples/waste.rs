@@ -1,6 +1,6 @@
 //! Where the free GPU capacity sits at 130% arrived on the openb trace, and a lower bound on
-//! it that no online policy placing every pod it can escapes (docs/benchmarks.md, "Why
-//! 96.5% is not reached").
+//! it that no online policy placing every pod it can escapes (docs/benchmarks.md, "Where
+//! the free GPUs are"; `autoglm-sim bound` computes a tighter bound).
 //!
 //! Run: `cargo run --release -p autoglm-scheduler --example waste -- [policy] [variant]
 //! [strand weight] [scarcity exponent]` (defaults `autoglm default 1 2`; the last two only

@@ -51,3 +51,54 @@ fn openb_counts_and_inflation() {
         assert!((2_400..2_950).contains(&clones), "clones {clones}");
     }
 }
+
+/// The cutting-stock bound (`sim::bound`) on seed 42 of the default list: it matches an
+/// independent solve, is at least the 810-milli sliver floor, and real replays of `fgd` and
+/// `autoglm` (which place every pod up to 90%, the bound's premise) stay within it.
+#[test]
+fn packing_bound_holds_for_real_replays() {
+    use autoglm_scheduler::policy::{TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name};
+    use autoglm_scheduler::sim::bound::{shared_counts, sharing_bound};
+    use autoglm_scheduler::sim::placement::run;
+
+    let (Ok(nodes), Ok(pods)) = (
+        load_nodes(&data("openb_node_list_gpu_node.csv")),
+        load_pods(&data("openb_pod_list_default.csv")),
+    ) else {
+        eprintln!("skipping: trace not found");
+        return;
+    };
+    let cap = 6_212_000;
+    let work = inflate_and_shuffle(&pods, cap, 1.3, 42);
+    let counts = shared_counts(&work, cap, 90);
+    let b = sharing_bound(&counts).unwrap();
+    // 210.3 GPUs: the same LP and its integer version solved with SciPy's HiGHS
+    // (`linprog` and `milp` over the same pattern set) on this seed's counts.
+    assert!(
+        (b.free_milli / 1000.0 - 210.3).abs() < 0.05,
+        "{}",
+        b.free_milli
+    );
+    // Floor: each forced 810 pod leaves 190 that only pods of <= 190 milli fill.
+    let small: u64 = counts
+        .iter()
+        .filter(|(m, _)| **m <= 190)
+        .map(|(m, c)| u64::from(*m) * c.arrived)
+        .sum();
+    let floor = (190 * counts[&810].forced).saturating_sub(small) as f64;
+    assert!(
+        b.free_milli >= floor,
+        "bound {} < floor {floor}",
+        b.free_milli
+    );
+    let bound_pct = 100.0 * (1.0 - b.free_milli / cap as f64);
+    let typical = TypicalPods::from_requests(work.iter(), TYPICAL_POPULARITY);
+    for name in ["fgd", "autoglm"] {
+        let mut policy = policy_by_name(name, 42, &work).unwrap();
+        let r = run(&nodes, &work, policy.as_mut(), name, &typical, 42);
+        let at = |pct: u32| r.steps.iter().find(|s| s.arrived_pct == pct).unwrap();
+        assert_eq!(at(90).failed_pods, 0, "{name} failed a pod by 90%");
+        let end = at(130).allocated_pct;
+        assert!(end <= bound_pct, "{name} {end} above the bound {bound_pct}");
+    }
+}

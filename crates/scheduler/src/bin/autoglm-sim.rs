@@ -1,5 +1,6 @@
 //! `autoglm-sim`: replay real traces through the scheduling core and compare policies.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use autoglm_scheduler::model::NodeState;
 use autoglm_scheduler::policy::{
     EXTRA_POLICY_NAMES, POLICY_NAMES, TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name,
 };
+use autoglm_scheduler::sim::bound::{shared_counts, sharing_bound};
 use autoglm_scheduler::sim::placement::{
     INFLATION_RATIO, MAX_STEP, RunSummary, StepReport, Variant, inflate_and_shuffle, make_variant,
     run,
@@ -61,6 +63,29 @@ enum Cmd {
         /// Worker threads for independent (policy, seed) runs.
         #[arg(long, default_value_t = 1)]
         jobs: usize,
+    },
+    /// Lower bound on the GPUs any placement leaves free at 130% arrived, from packing the
+    /// GPU-sharing pods alone (cutting-stock LP; see `sim::bound`).
+    Bound {
+        /// Node list CSV (for the capacity).
+        #[arg(long)]
+        nodes: PathBuf,
+        /// Pod list CSV.
+        #[arg(long)]
+        pods: PathBuf,
+        /// Seeds: `A..B` (inclusive) or a comma-separated list.
+        #[arg(long, default_value = "42..51")]
+        seeds: String,
+        /// Workload variant of the pod list.
+        #[arg(long, default_value = "default")]
+        variant: String,
+        /// Shared pods arriving up to this % of the capacity must be placed (the policies
+        /// compared place every pod up to 90% on the openb lists).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=130))]
+        forced_pct: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Write a workload variant of a pod list as a 5-column CSV (plus gpu_spec).
     Generate {
@@ -484,6 +509,87 @@ fn serving_cmd(
     Ok(())
 }
 
+/// `autoglm-sim bound`: the cutting-stock bound per seed, its mean, and the optimal mix's
+/// most used patterns (mean GPUs over the seeds).
+fn bound_cmd(
+    nodes: PathBuf,
+    pods: PathBuf,
+    seeds: String,
+    variant: String,
+    forced_pct: u32,
+    format: Format,
+) -> anyhow::Result<()> {
+    let seeds = parse_seeds(&seeds)?;
+    let variant = Variant::parse(&variant).with_context(|| {
+        format!(
+            "--variant: unknown {variant:?} (known: {})",
+            Variant::NAMES.join(", ")
+        )
+    })?;
+    let node_list = load_nodes(&nodes)?;
+    let base = load_pods(&pods)?;
+    let cap: u64 = node_list.iter().map(|n| n.gpus.len() as u64 * 1000).sum();
+    let mut rows = Vec::new();
+    let mut mix: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
+    for &seed in &seeds {
+        let list = make_variant(&base, &node_list, variant, seed);
+        let work = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
+        let counts = shared_counts(&work, cap, forced_pct);
+        let b = sharing_bound(&counts).with_context(|| format!("seed {seed}"))?;
+        for (p, x) in &b.mix {
+            *mix.entry(p.clone()).or_default() += x / seeds.len() as f64;
+        }
+        let free_gpus = b.free_milli / 1000.0;
+        rows.push(serde_json::json!({
+            "seed": seed,
+            "forced_shared_pods": counts.values().map(|c| c.forced).sum::<u64>(),
+            "arrived_shared_pods": counts.values().map(|c| c.arrived).sum::<u64>(),
+            "patterns": b.patterns,
+            "free_gpus_at_least": free_gpus,
+            "allocated_pct_at_most": 100.0 * (1.0 - b.free_milli / cap as f64),
+        }));
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "Sharing-pod packing bound at 130% arrived; shared pods arriving by {forced_pct}% must be placed; {} GPUs; variant {}\n",
+        cap / 1000,
+        Variant::NAMES[variant as usize]
+    );
+    println!(
+        "| seed | forced shared pods | arrived shared pods | patterns | free GPUs >= | allocation % <= |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {:.2} |",
+            r["seed"],
+            r["forced_shared_pods"],
+            r["arrived_shared_pods"],
+            r["patterns"],
+            r["free_gpus_at_least"].as_f64().unwrap_or(f64::NAN),
+            r["allocated_pct_at_most"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let col = |k: &str| -> Vec<f64> { rows.iter().filter_map(|r| r[k].as_f64()).collect() };
+    let (free, _) = mean_sd(&col("free_gpus_at_least"));
+    let (alloc, _) = mean_sd(&col("allocated_pct_at_most"));
+    println!("| mean | | | | {free:.1} | {alloc:.2} |");
+    let mut top: Vec<(Vec<u32>, f64)> = mix.into_iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "\nMost used patterns of the optimal mix (milli-GPU per GPU: mean GPUs, free milli-GPU each):"
+    );
+    for (p, x) in top.iter().take(10) {
+        let used: u32 = p.iter().sum();
+        let sizes: Vec<String> = p.iter().map(u32::to_string).collect();
+        println!("  {}: {x:.1} GPUs, {} free", sizes.join("+"), 1000 - used);
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -497,6 +603,14 @@ fn main() -> anyhow::Result<()> {
             all_steps,
             jobs,
         } => placement(nodes, pods, policy, seeds, variant, format, all_steps, jobs),
+        Cmd::Bound {
+            nodes,
+            pods,
+            seeds,
+            variant,
+            forced_pct,
+            format,
+        } => bound_cmd(nodes, pods, seeds, variant, forced_pct, format),
         Cmd::Generate {
             nodes,
             pods,
