@@ -278,22 +278,15 @@ pub async fn pass(ctx: &Context, ledger: &mut Ledger) {
                 unschedulable.push((p.pod.clone(), "invalid resources in the job spec".into()));
                 continue;
             };
-            let placement: Result<Placement, String> =
-                match feasible_nodes(&cluster, req, &mut feasible) {
-                    Err(u) => Err(u.message()),
-                    Ok(()) => {
-                        let name = convert::policy_name(p.job.spec.placement.policy);
-                        let policy = policies
-                            .entry(name)
-                            .or_insert_with(|| crate::policy::build(name, &requests));
-                        policy.select(&cluster, req, &feasible).ok_or_else(|| {
-                            format!(
-                                "0/{} nodes are available: policy found no slot",
-                                cluster.nodes.len()
-                            )
-                        })
-                    }
-                };
+            let name = convert::policy_name(p.job.spec.placement.policy);
+            let policy = policies
+                .entry(name)
+                .or_insert_with(|| crate::policy::build(name, &requests));
+            // `place`: fgd and autoglm decide from an index kept across this pass's decisions;
+            // the others filter, then select.
+            let placement: Result<Placement, String> = policy
+                .place(&cluster, req, &mut feasible)
+                .map_err(|u| u.message());
             match placement {
                 Ok(pl) => {
                     let pl = match cluster.allocate(req, &pl) {
@@ -303,8 +296,8 @@ pub async fn pass(ctx: &Context, ledger: &mut Ledger) {
                             // and fall back to best-fit, whose picks the model always accepts.
                             tracing::error!(pod = %p.item.name, error = %e, "placement refused by the model");
                             ctx.metrics.error("PlacementRefused");
-                            let Some(pl) =
-                                crate::policy::fallback().select(&cluster, req, &feasible)
+                            let Ok(pl) =
+                                crate::policy::fallback().place(&cluster, req, &mut feasible)
                             else {
                                 continue;
                             };
