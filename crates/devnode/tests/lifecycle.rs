@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use autoglm_devnode::plugins::connect_unix;
 use autoglm_node_agent::proto::{
@@ -22,7 +22,7 @@ use autoglm_node_agent::proto::{
     device_plugin_server::{DevicePlugin, DevicePluginServer},
     registration_client::RegistrationClient,
 };
-use autoglm_testkit::{ChildGuard, TestNamespace};
+use autoglm_testkit::{ChildGuard, TestNamespace, wait_for};
 use futures::Stream;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
@@ -107,21 +107,6 @@ impl DevicePlugin for FakePlugin {
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn sh_pod(name: &str, node: &str, script: &str, policy: &str, host_dir: &Path, gpus: u32) -> Pod {
     let mut container = json!({
         "name": "main",
@@ -160,8 +145,8 @@ fn phase(p: &Pod) -> String {
 
 async fn wait_phase(pods: &Api<Pod>, name: &str, want: &str) -> Pod {
     wait_for(
-        &format!("pod {name} phase {want}"),
         Duration::from_secs(60),
+        &format!("pod {name} phase {want}"),
         || async {
             let p = pods.get(name).await.ok()?;
             (phase(&p) == want).then_some(p)
@@ -208,7 +193,7 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
 
     // Node registered, Ready, with the capacity given on the command line.
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = wait_for("node registration", Duration::from_secs(30), || async {
+    let node = wait_for(Duration::from_secs(30), "node registration", || async {
         nodes.get_opt(&node_name).await.ok().flatten()
     })
     .await;
@@ -233,7 +218,7 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
     let kubelet_sock = plugin_dir.join("kubelet.sock");
-    wait_for("kubelet.sock", Duration::from_secs(10), || async {
+    wait_for(Duration::from_secs(10), "kubelet.sock", || async {
         kubelet_sock.exists().then_some(())
     })
     .await;
@@ -246,7 +231,7 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
     })
     .await
     .unwrap();
-    wait_for("device capacity 2", Duration::from_secs(30), || async {
+    wait_for(Duration::from_secs(30), "device capacity 2", || async {
         let n = nodes.get(&node_name).await.ok()?;
         let s = n.status?;
         (s.capacity?.get(RESOURCE)?.0 == "2" && s.allocatable?.get(RESOURCE)?.0 == "2")
@@ -363,7 +348,7 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
     pods.delete("sleeper", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for("pod sleeper gone", Duration::from_secs(30), || async {
+    wait_for(Duration::from_secs(30), "pod sleeper gone", || async {
         pods.get_opt("sleeper")
             .await
             .ok()
@@ -371,7 +356,7 @@ async fn devnode_runs_pods_as_processes_and_plays_the_kubelet_for_device_plugins
     })
     .await;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    wait_for("process gone", Duration::from_secs(10), || async {
+    wait_for(Duration::from_secs(10), "process gone", || async {
         // A zombie has no cmdline; either way the process no longer runs.
         (!proc_dir.exists()
             || std::fs::read(proc_dir.join("cmdline"))

@@ -105,26 +105,18 @@ async fn agent_client(node: &str) -> kube::Client {
 }
 
 /// Polls `check` on the node's GpuNode until it passes or `deadline` passes.
-async fn wait_for<F: Fn(&GpuNode) -> bool>(
+async fn wait_for_gpu_node<F: Fn(&GpuNode) -> bool>(
     api: &Api<GpuNode>,
     name: &str,
     deadline: Instant,
     what: &str,
     check: F,
 ) -> GpuNode {
-    loop {
-        if let Ok(Some(g)) = api.get_opt(name).await
-            && check(&g)
-        {
-            return g;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            api.get_opt(name).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    autoglm_testkit::wait_for(timeout, what, || async {
+        api.get_opt(name).await.ok().flatten().filter(|g| check(g))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -160,7 +152,7 @@ async fn simulated_agent_publishes_its_gpunode_and_only_its_own() {
 
     // A correct GpuNode within 10 s.
     let gpu_nodes: Api<GpuNode> = Api::all(admin.clone());
-    let g = wait_for(
+    let g = wait_for_gpu_node(
         &gpu_nodes,
         &node_a,
         started + PUBLISH_DEADLINE,
@@ -206,7 +198,7 @@ async fn simulated_agent_publishes_its_gpunode_and_only_its_own() {
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create pod");
-    let g = wait_for(
+    let g = wait_for_gpu_node(
         &gpu_nodes,
         &node_a,
         changed_at + PUBLISH_DEADLINE,
@@ -240,7 +232,7 @@ async fn simulated_agent_publishes_its_gpunode_and_only_its_own() {
     pods.delete("replica-0", &DeleteParams::default().grace_period(0))
         .await
         .expect("delete pod");
-    wait_for(
+    wait_for_gpu_node(
         &gpu_nodes,
         &node_a,
         Instant::now() + PUBLISH_DEADLINE,

@@ -690,6 +690,29 @@ fn validate_prefix(prefix: &str) -> Result<(), Error> {
     }
 }
 
+/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`
+/// (for integration tests waiting on the control plane).
+///
+/// # Panics
+/// When `timeout` passes first.
+pub async fn wait_for<T, F, Fut>(timeout: std::time::Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

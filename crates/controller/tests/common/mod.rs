@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use autoglm_api::{GpuAssignment, GpuNode, InferenceJob, JobPhase};
 use autoglm_testkit::TestNamespace;
@@ -55,24 +55,7 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use autoglm_testkit::wait_for;
 
 /// One simulated GPU model.
 #[derive(Clone, Copy, Debug)]
