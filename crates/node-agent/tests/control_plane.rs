@@ -112,11 +112,20 @@ async fn wait_for_gpu_node<F: Fn(&GpuNode) -> bool>(
     what: &str,
     check: F,
 ) -> GpuNode {
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    autoglm_testkit::wait_for(timeout, what, || async {
-        api.get_opt(name).await.ok().flatten().filter(|g| check(g))
-    })
-    .await
+    // Not `autoglm_testkit::wait_for`: the failure message shows the last GpuNode seen.
+    loop {
+        if let Ok(Some(g)) = api.get_opt(name).await
+            && check(&g)
+        {
+            return g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            api.get_opt(name).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

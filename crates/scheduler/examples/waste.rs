@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use autoglm_scheduler::model::{Cluster, GpuRequest};
 use autoglm_scheduler::policy::{AutoGlm, AutoGlmConfig, Placer, Policy, policy_by_name};
-use autoglm_scheduler::sim::placement::{Variant, inflate_and_shuffle, make_variant};
+use autoglm_scheduler::sim::placement::{Variant, gpu_capacity_milli, replay_workload};
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
 
 fn main() -> anyhow::Result<()> {
@@ -35,15 +35,14 @@ fn main() -> anyhow::Result<()> {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/alibaba-openb");
     let nodes = load_nodes(&data.join("openb_node_list_gpu_node.csv"))?;
     let base = load_pods(&data.join("openb_pod_list_default.csv"))?;
-    let cap: u64 = nodes.iter().map(|n| n.gpus.len() as u64 * 1000).sum();
+    let cap = gpu_capacity_milli(&nodes);
     let seeds: Vec<u64> = (42..52).collect();
     let (mut free, mut cpu_starved, mut idle, mut floor) = (0u64, 0u64, 0u64, 0u64);
     let mut slivers: BTreeMap<u32, u64> = BTreeMap::new();
     // GPU pods failed after 100% arrived, per (GPUs, milli-GPU per GPU).
     let mut failed_late: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     for &seed in &seeds {
-        let list = make_variant(&base, &nodes, variant, seed);
-        let work = inflate_and_shuffle(&list, cap, 1.3, seed);
+        let (work, _) = replay_workload(&base, &nodes, variant, seed);
         let (mut arrived, mut big, mut small) = (0u64, 0u64, 0u64);
         for pod in &work {
             arrived += pod.gpu.total_milli();

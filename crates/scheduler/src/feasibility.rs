@@ -123,8 +123,14 @@ impl Unschedulable {
         let mut parts: Vec<(&Reason, &usize)> = self.reasons.iter().collect();
         parts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let detail: Vec<String> = parts.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        if detail.is_empty() {
-            format!("0/{} nodes are available", self.nodes)
+        if detail.is_empty() && self.nodes > 0 {
+            // Every node passed the filter: the policy declined all of them.
+            format!(
+                "0/{n} nodes are available: {n} fit the request but the placement policy chose none",
+                n = self.nodes
+            )
+        } else if detail.is_empty() {
+            "0/0 nodes are available".to_string()
         } else {
             format!(
                 "0/{} nodes are available: {}",
@@ -306,6 +312,20 @@ pub fn explain(cluster: &Cluster, req: &PodRequest) -> Unschedulable {
 mod tests {
     use super::*;
     use crate::model::{Taint, Toleration};
+
+    #[test]
+    fn message_says_when_the_policy_declined_every_fitting_node() {
+        let u = |nodes| Unschedulable {
+            pod: "p".into(),
+            nodes,
+            reasons: BTreeMap::new(),
+        };
+        assert_eq!(
+            u(3).message(),
+            "0/3 nodes are available: 3 fit the request but the placement policy chose none"
+        );
+        assert_eq!(u(0).message(), "0/0 nodes are available");
+    }
 
     #[test]
     fn message_counts_nodes_per_reason() {

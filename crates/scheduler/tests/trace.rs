@@ -58,7 +58,7 @@ fn openb_counts_and_inflation() {
 #[test]
 fn packing_bound_holds_for_real_replays() {
     use autoglm_scheduler::policy::{TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name};
-    use autoglm_scheduler::sim::bound::{shared_counts, sharing_bound};
+    use autoglm_scheduler::sim::bound::{forced_counts, sharing_bound};
     use autoglm_scheduler::sim::placement::run;
 
     let (Ok(nodes), Ok(pods)) = (
@@ -70,8 +70,9 @@ fn packing_bound_holds_for_real_replays() {
     };
     let cap = 6_212_000;
     let work = inflate_and_shuffle(&pods, cap, 1.3, 42);
-    let counts = shared_counts(&work, cap, 90);
-    let b = sharing_bound(&counts).unwrap();
+    let forced = forced_counts(&work, cap, 90);
+    let counts = &forced.shared;
+    let b = sharing_bound(&forced, 6212).unwrap();
     // 210.3 GPUs: the same LP and its integer version solved with SciPy's HiGHS
     // (`linprog` and `milp` over the same pattern set) on this seed's counts.
     assert!(

@@ -11,9 +11,9 @@ use autoglm_scheduler::model::NodeState;
 use autoglm_scheduler::policy::{
     EXTRA_POLICY_NAMES, POLICY_NAMES, TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name,
 };
-use autoglm_scheduler::sim::bound::{shared_counts, sharing_bound};
+use autoglm_scheduler::sim::bound::{forced_counts, sharing_bound};
 use autoglm_scheduler::sim::placement::{
-    INFLATION_RATIO, MAX_STEP, RunSummary, StepReport, Variant, inflate_and_shuffle, make_variant,
+    MAX_STEP, RunSummary, StepReport, Variant, gpu_capacity_milli, make_variant, replay_workload,
     run,
 };
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
@@ -64,8 +64,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         jobs: usize,
     },
-    /// Lower bound on the GPUs any placement leaves free at 130% arrived, from packing the
-    /// GPU-sharing pods alone (cutting-stock LP; see `sim::bound`).
+    /// Upper bound on the allocation at 130% arrived of any placement that places every
+    /// GPU-sharing pod arriving by `--forced-pct` (cutting-stock LP; see `sim::bound`).
     Bound {
         /// Node list CSV (for the capacity).
         #[arg(long)]
@@ -79,9 +79,10 @@ enum Cmd {
         /// Workload variant of the pod list.
         #[arg(long, default_value = "default")]
         variant: String,
-        /// Shared pods arriving up to this % of the capacity must be placed (the policies
-        /// compared place every pod up to 90% on the openb lists).
-        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=130))]
+        /// The premise: placements place every pod arriving up to this % of the capacity
+        /// (`fgd`, `best-fit` and `autoglm` do up to 90% on the default, sharing and few-cpu
+        /// lists; check `failed_pods` with `placement --format json`).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=100))]
         forced_pct: u32,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
@@ -238,7 +239,7 @@ fn placement(
     })?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
-    let cap: u64 = node_list.iter().map(|n| n.gpus.len() as u64 * 1000).sum();
+    let cap = gpu_capacity_milli(&node_list);
 
     let mut tasks: Vec<(String, u64)> = Vec::new();
     for p in &policies {
@@ -247,8 +248,7 @@ fn placement(
         }
     }
     let run_one = |policy: &str, seed: u64| -> anyhow::Result<(RunSummary, f64)> {
-        let list = make_variant(&base, &node_list, variant, seed);
-        let workload = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
+        let (workload, _) = replay_workload(&base, &node_list, variant, seed);
         let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
         let mut pol = policy_by_name(policy, seed, &workload)?;
         let c0 = thread_cpu_secs();
@@ -528,17 +528,21 @@ fn bound_cmd(
     })?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
-    let cap: u64 = node_list.iter().map(|n| n.gpus.len() as u64 * 1000).sum();
+    let cap = gpu_capacity_milli(&node_list);
+    if cap == 0 {
+        bail!("--nodes: {} lists no GPUs", nodes.display());
+    }
+    let gpus = cap / 1000;
     let mut rows = Vec::new();
     let mut mix: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
     for &seed in &seeds {
-        let list = make_variant(&base, &node_list, variant, seed);
-        let work = inflate_and_shuffle(&list, cap, INFLATION_RATIO, seed);
-        let counts = shared_counts(&work, cap, forced_pct);
-        let b = sharing_bound(&counts).with_context(|| format!("seed {seed}"))?;
+        let (work, _) = replay_workload(&base, &node_list, variant, seed);
+        let forced = forced_counts(&work, cap, forced_pct);
+        let b = sharing_bound(&forced, gpus).with_context(|| format!("seed {seed}"))?;
         for (p, x) in &b.mix {
             *mix.entry(p.clone()).or_default() += x / seeds.len() as f64;
         }
+        let counts = &forced.shared;
         let free_gpus = b.free_milli / 1000.0;
         rows.push(serde_json::json!({
             "seed": seed,
@@ -554,8 +558,7 @@ fn bound_cmd(
         return Ok(());
     }
     println!(
-        "Sharing-pod packing bound at 130% arrived; shared pods arriving by {forced_pct}% must be placed; {} GPUs; variant {}\n",
-        cap / 1000,
+        "Sharing-pod packing bound at 130% arrived, {gpus} GPUs, variant {}. Valid for placements that place every pod arriving by {forced_pct}% (check failed_pods at that step with `placement --format json`).\n",
         Variant::NAMES[variant as usize]
     );
     println!(
@@ -580,7 +583,7 @@ fn bound_cmd(
     let mut top: Vec<(Vec<u32>, f64)> = mix.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
-        "\nMost used patterns of the optimal mix (milli-GPU per GPU: mean GPUs, free milli-GPU each):"
+        "\nMost used patterns of an optimal mix (LP optima need not be unique; milli-GPU per GPU: mean GPUs, free milli-GPU each):"
     );
     for (p, x) in top.iter().take(10) {
         let used: u32 = p.iter().sum();

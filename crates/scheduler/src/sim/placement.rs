@@ -264,6 +264,31 @@ pub fn make_variant(
     }
 }
 
+/// The replay's pod sequence for one seed (steps 1 and 2 of the module docs): `variant` of
+/// `base`, inflated to [`INFLATION_RATIO`] times the GPU capacity of `nodes` and shuffled.
+/// Returns the sequence and that capacity in milli-GPU (1000 per GPU).
+pub fn replay_workload(
+    base: &[PodRequest],
+    nodes: &[NodeState],
+    variant: Variant,
+    seed: u64,
+) -> (Vec<PodRequest>, u64) {
+    let capacity = gpu_capacity_milli(nodes);
+    let list = make_variant(base, nodes, variant, seed);
+    (
+        inflate_and_shuffle(&list, capacity, INFLATION_RATIO, seed),
+        capacity,
+    )
+}
+
+/// GPU capacity of `nodes` in milli-GPU (1000 per GPU).
+pub fn gpu_capacity_milli(nodes: &[NodeState]) -> u64 {
+    nodes
+        .iter()
+        .map(|n| n.gpus.len() as u64 * u64::from(crate::model::MILLI_PER_GPU))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
