@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use autoglm_scheduler::model::GpuRequest;
+use autoglm_scheduler::model::{GpuRequest, NodeState, PodRequest};
 use autoglm_scheduler::sim::placement::inflate_and_shuffle;
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
 
@@ -13,13 +13,24 @@ fn data(file: &str) -> PathBuf {
         .join(file)
 }
 
-#[test]
-fn openb_counts_and_inflation() {
-    let (Ok(nodes), Ok(pods)) = (
+/// The openb node list and default pod list, or `None` (with a note) when the trace is not
+/// next to the checkout.
+fn openb() -> Option<(Vec<NodeState>, Vec<PodRequest>)> {
+    match (
         load_nodes(&data("openb_node_list_gpu_node.csv")),
         load_pods(&data("openb_pod_list_default.csv")),
-    ) else {
-        eprintln!("skipping: trace not found");
+    ) {
+        (Ok(nodes), Ok(pods)) => Some((nodes, pods)),
+        _ => {
+            eprintln!("skipping: trace not found");
+            None
+        }
+    }
+}
+
+#[test]
+fn openb_counts_and_inflation() {
+    let Some((nodes, pods)) = openb() else {
         return;
     };
     // Counts from the trace notes (../shared/data/alibaba-openb.md).
@@ -61,11 +72,7 @@ fn packing_bound_holds_for_real_replays() {
     use autoglm_scheduler::sim::bound::{forced_counts, sharing_bound};
     use autoglm_scheduler::sim::placement::run;
 
-    let (Ok(nodes), Ok(pods)) = (
-        load_nodes(&data("openb_node_list_gpu_node.csv")),
-        load_pods(&data("openb_pod_list_default.csv")),
-    ) else {
-        eprintln!("skipping: trace not found");
+    let Some((nodes, pods)) = openb() else {
         return;
     };
     let cap = 6_212_000;

@@ -182,6 +182,16 @@ fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
         .collect()
 }
 
+/// `--variant`, with the known names in the error.
+fn parse_variant(name: &str) -> anyhow::Result<Variant> {
+    Variant::parse(name).with_context(|| {
+        format!(
+            "--variant: unknown {name:?} (known: {})",
+            Variant::NAMES.join(", ")
+        )
+    })
+}
+
 fn check_policies(names: &[String]) -> anyhow::Result<()> {
     for n in names {
         if !POLICY_NAMES.contains(&n.as_str()) && !EXTRA_POLICY_NAMES.contains(&n.as_str()) {
@@ -231,12 +241,7 @@ fn placement(
 ) -> anyhow::Result<()> {
     check_policies(&policies)?;
     let seeds = parse_seeds(&seeds)?;
-    let variant = Variant::parse(&variant).with_context(|| {
-        format!(
-            "--variant: unknown {variant:?} (known: {})",
-            Variant::NAMES.join(", ")
-        )
-    })?;
+    let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
     let cap = gpu_capacity_milli(&node_list);
@@ -384,12 +389,7 @@ fn placement(
 }
 
 fn generate(nodes: PathBuf, pods: PathBuf, variant: String, seed: u64) -> anyhow::Result<()> {
-    let variant = Variant::parse(&variant).with_context(|| {
-        format!(
-            "--variant: unknown {variant:?} (known: {})",
-            Variant::NAMES.join(", ")
-        )
-    })?;
+    let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
     let list = make_variant(&load_pods(&pods)?, &node_list, variant, seed);
     println!("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec");
@@ -509,6 +509,19 @@ fn serving_cmd(
     Ok(())
 }
 
+/// One seed's row of `autoglm-sim bound` (the JSON format prints these).
+#[derive(serde::Serialize)]
+struct BoundRow {
+    seed: u64,
+    forced_shared_pods: u64,
+    arrived_shared_pods: u64,
+    patterns: usize,
+    /// GPUs (1000 milli-GPU each).
+    free_gpus_at_least: f64,
+    /// Percent of the GPU capacity.
+    allocated_pct_at_most: f64,
+}
+
 /// `autoglm-sim bound`: the cutting-stock bound per seed, its mean, and the optimal mix's
 /// most used patterns (mean GPUs over the seeds).
 fn bound_cmd(
@@ -520,12 +533,7 @@ fn bound_cmd(
     format: Format,
 ) -> anyhow::Result<()> {
     let seeds = parse_seeds(&seeds)?;
-    let variant = Variant::parse(&variant).with_context(|| {
-        format!(
-            "--variant: unknown {variant:?} (known: {})",
-            Variant::NAMES.join(", ")
-        )
-    })?;
+    let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
     let cap = gpu_capacity_milli(&node_list);
@@ -543,15 +551,14 @@ fn bound_cmd(
             *mix.entry(p.clone()).or_default() += x / seeds.len() as f64;
         }
         let counts = &forced.shared;
-        let free_gpus = b.free_milli / 1000.0;
-        rows.push(serde_json::json!({
-            "seed": seed,
-            "forced_shared_pods": counts.values().map(|c| c.forced).sum::<u64>(),
-            "arrived_shared_pods": counts.values().map(|c| c.arrived).sum::<u64>(),
-            "patterns": b.patterns,
-            "free_gpus_at_least": free_gpus,
-            "allocated_pct_at_most": 100.0 * (1.0 - b.free_milli / cap as f64),
-        }));
+        rows.push(BoundRow {
+            seed,
+            forced_shared_pods: counts.values().map(|c| c.forced).sum(),
+            arrived_shared_pods: counts.values().map(|c| c.arrived).sum(),
+            patterns: b.patterns,
+            free_gpus_at_least: b.free_milli / 1000.0,
+            allocated_pct_at_most: 100.0 * (1.0 - b.free_milli / cap as f64),
+        });
     }
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -568,17 +575,17 @@ fn bound_cmd(
     for r in &rows {
         println!(
             "| {} | {} | {} | {} | {:.1} | {:.2} |",
-            r["seed"],
-            r["forced_shared_pods"],
-            r["arrived_shared_pods"],
-            r["patterns"],
-            r["free_gpus_at_least"].as_f64().unwrap_or(f64::NAN),
-            r["allocated_pct_at_most"].as_f64().unwrap_or(f64::NAN)
+            r.seed,
+            r.forced_shared_pods,
+            r.arrived_shared_pods,
+            r.patterns,
+            r.free_gpus_at_least,
+            r.allocated_pct_at_most
         );
     }
-    let col = |k: &str| -> Vec<f64> { rows.iter().filter_map(|r| r[k].as_f64()).collect() };
-    let (free, _) = mean_sd(&col("free_gpus_at_least"));
-    let (alloc, _) = mean_sd(&col("allocated_pct_at_most"));
+    let free: Vec<f64> = rows.iter().map(|r| r.free_gpus_at_least).collect();
+    let alloc: Vec<f64> = rows.iter().map(|r| r.allocated_pct_at_most).collect();
+    let ((free, _), (alloc, _)) = (mean_sd(&free), mean_sd(&alloc));
     println!("| mean | | | | {free:.1} | {alloc:.2} |");
     let mut top: Vec<(Vec<u32>, f64)> = mix.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
