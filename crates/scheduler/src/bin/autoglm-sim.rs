@@ -11,7 +11,7 @@ use autoglm_scheduler::model::NodeState;
 use autoglm_scheduler::policy::{
     EXTRA_POLICY_NAMES, POLICY_NAMES, TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name,
 };
-use autoglm_scheduler::sim::bound::{forced_counts, sharing_bound};
+use autoglm_scheduler::sim::bound::{Arrivals, Floors, allocation_bound, joint_allocation_bound};
 use autoglm_scheduler::sim::placement::{
     MAX_STEP, RunSummary, StepReport, Variant, gpu_capacity_milli, make_variant, replay_workload,
     run,
@@ -64,8 +64,10 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         jobs: usize,
     },
-    /// Upper bound on the allocation at 130% arrived of any placement that places every
-    /// GPU-sharing pod arriving by `--forced-pct` (cutting-stock LP; see `sim::bound`).
+    /// Upper bound on the allocation at 130% arrived of any placement that keeps up with a
+    /// reference policy (`--keep-up`, default `fgd`) at every step from `--from-pct` to
+    /// 130%, seed by seed, or that places every pod arriving by `--forced-pct`
+    /// (cutting-stock LP; see `sim::bound`).
     Bound {
         /// Node list CSV (for the capacity).
         #[arg(long)]
@@ -79,11 +81,22 @@ enum Cmd {
         /// Workload variant of the pod list.
         #[arg(long, default_value = "default")]
         variant: String,
-        /// The premise: placements place every pod arriving up to this % of the capacity
-        /// (`fgd`, `best-fit` and `autoglm` do up to 90% on the default, sharing and few-cpu
-        /// lists; check `failed_pods` with `placement --format json`).
-        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=100))]
-        forced_pct: u32,
+        /// The premise: placements allocate at least what this policy allocates on the same
+        /// seed at every step from `--from-pct` to 130% (the requirement for
+        /// `autoglm` against `fgd`).
+        #[arg(long, default_value = "fgd")]
+        keep_up: String,
+        /// First step (percent of the capacity arrived) of the `--keep-up` premise.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(0..=130))]
+        from_pct: u32,
+        /// The premise instead: placements place every pod arriving up to this % of the
+        /// capacity (check `failed_pods` at that step with `placement --format json`).
+        #[arg(long, conflicts_with_all = ["keep_up", "from_pct"], value_parser = clap::value_parser!(u32).range(0..=100))]
+        forced_pct: Option<u32>,
+        /// Read the `--keep-up` premise on the means over the seeds (one LP over all of
+        /// them) instead of seed by seed: a weaker premise, so a looser bound.
+        #[arg(long, conflicts_with = "forced_pct")]
+        means: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -512,24 +525,40 @@ fn serving_cmd(
 /// One seed's row of `autoglm-sim bound` (the JSON format prints these).
 #[derive(serde::Serialize)]
 struct BoundRow {
-    seed: u64,
-    forced_shared_pods: u64,
+    /// `None` for the one row of `--means` (all seeds in one LP).
+    seed: Option<u64>,
     arrived_shared_pods: u64,
     patterns: usize,
     /// GPUs (1000 milli-GPU each).
     free_gpus_at_least: f64,
     /// Percent of the GPU capacity.
     allocated_pct_at_most: f64,
+    /// The `--keep-up` policy's allocation at 130% on this seed, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_allocated_pct: Option<f64>,
 }
 
-/// `autoglm-sim bound`: the cutting-stock bound per seed, its mean, and the optimal mix's
-/// most used patterns (mean GPUs over the seeds).
+/// The premise of `autoglm-sim bound`.
+enum Premise {
+    /// Allocate at least what `policy` does at every step from `from_pct`, seed by seed or
+    /// (`means`) on the means over the seeds.
+    KeepUp {
+        policy: String,
+        from_pct: u32,
+        means: bool,
+    },
+    /// Place every pod arriving by this step.
+    PlaceAllBy(u32),
+}
+
+/// `autoglm-sim bound`: the LP bound per seed, its mean, and the optimal mix's most used
+/// patterns (mean GPUs over the seeds).
 fn bound_cmd(
     nodes: PathBuf,
     pods: PathBuf,
     seeds: String,
     variant: String,
-    forced_pct: u32,
+    premise: Premise,
     format: Format,
 ) -> anyhow::Result<()> {
     let seeds = parse_seeds(&seeds)?;
@@ -541,52 +570,138 @@ fn bound_cmd(
         bail!("--nodes: {} lists no GPUs", nodes.display());
     }
     let gpus = cap / 1000;
-    let mut rows = Vec::new();
-    let mut mix: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
+    // Per seed: its arrivals, the premise's floors and the reference's allocation at 130%.
+    let mut inputs = Vec::new();
     for &seed in &seeds {
         let (work, _) = replay_workload(&base, &node_list, variant, seed);
-        let forced = forced_counts(&work, cap, forced_pct);
-        let b = sharing_bound(&forced, gpus).with_context(|| format!("seed {seed}"))?;
-        for (p, x) in &b.mix {
-            *mix.entry(p.clone()).or_default() += x / seeds.len() as f64;
+        let arrivals = Arrivals::of(&work, cap);
+        let (floors, reference) = match &premise {
+            Premise::PlaceAllBy(step) => (Floors::place_all_by(&arrivals, *step), None),
+            Premise::KeepUp {
+                policy, from_pct, ..
+            } => {
+                let typical = TypicalPods::from_requests(work.iter(), TYPICAL_POPULARITY);
+                let mut pol = policy_by_name(policy, seed, &work)
+                    .with_context(|| format!("--keep-up {policy}"))?;
+                let r = run(&node_list, &work, pol.as_mut(), policy, &typical, seed);
+                // allocated_pct is 100 x used / capacity; used is a whole number of milli.
+                let floors = r
+                    .steps
+                    .iter()
+                    .filter(|s| s.arrived_pct >= *from_pct)
+                    .map(|s| {
+                        let used = (s.allocated_pct * cap as f64 / 100.0).round() as u64;
+                        (s.arrived_pct, used)
+                    })
+                    .collect();
+                (Floors(floors), r.steps.last().map(|s| s.allocated_pct))
+            }
+        };
+        inputs.push((seed, arrivals, floors, reference));
+    }
+    let mut rows = Vec::new();
+    let mut mix: BTreeMap<Vec<u32>, f64> = BTreeMap::new();
+    let n = seeds.len() as f64;
+    if matches!(premise, Premise::KeepUp { means: true, .. }) {
+        let mut total = Floors::default();
+        for (_, _, f, _) in &inputs {
+            for (&q, &m) in &f.0 {
+                *total.0.entry(q).or_default() += m;
+            }
         }
-        let counts = &forced.shared;
+        let replays: Vec<Arrivals> = inputs.iter().map(|i| i.1.clone()).collect();
+        let b = joint_allocation_bound(&replays, &total, gpus).context("all seeds")?;
+        for (p, x) in &b.mix {
+            *mix.entry(p.clone()).or_default() += x / n;
+        }
+        let references: Option<Vec<f64>> = inputs.iter().map(|i| i.3).collect();
         rows.push(BoundRow {
-            seed,
-            forced_shared_pods: counts.values().map(|c| c.forced).sum(),
-            arrived_shared_pods: counts.values().map(|c| c.arrived).sum(),
+            seed: None,
+            arrived_shared_pods: replays.iter().map(Arrivals::shared_pods).sum(),
             patterns: b.patterns,
-            free_gpus_at_least: b.free_milli / 1000.0,
-            allocated_pct_at_most: 100.0 * (1.0 - b.free_milli / cap as f64),
+            free_gpus_at_least: b.free_milli / 1000.0 / n,
+            allocated_pct_at_most: 100.0 * b.allocated_milli / (cap as f64 * n),
+            reference_allocated_pct: references.map(|r| mean_sd(&r).0),
         });
+    } else {
+        for (seed, arrivals, floors, reference) in &inputs {
+            let b =
+                allocation_bound(arrivals, floors, gpus).with_context(|| format!("seed {seed}"))?;
+            for (p, x) in &b.mix {
+                *mix.entry(p.clone()).or_default() += x / n;
+            }
+            rows.push(BoundRow {
+                seed: Some(*seed),
+                arrived_shared_pods: arrivals.shared_pods(),
+                patterns: b.patterns,
+                free_gpus_at_least: b.free_milli / 1000.0,
+                allocated_pct_at_most: 100.0 * b.allocated_milli / cap as f64,
+                reference_allocated_pct: *reference,
+            });
+        }
     }
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let (said, reference) = match &premise {
+        Premise::PlaceAllBy(step) => (
+            format!(
+                "placements that place every pod arriving by {step}% (check failed_pods at that step with `placement --format json`)"
+            ),
+            String::new(),
+        ),
+        Premise::KeepUp {
+            policy,
+            from_pct,
+            means,
+        } => (
+            format!(
+                "placements that allocate at least as much as `{policy}` {} at every step from {from_pct}% to 130% (compare with `placement --format json`)",
+                if *means {
+                    "on the mean over the seeds (one LP over all seeds; values are means per seed)"
+                } else {
+                    "on the same seed"
+                }
+            ),
+            format!(" {policy} at 130% |"),
+        ),
+    };
     println!(
-        "Sharing-pod packing bound at 130% arrived, {gpus} GPUs, variant {}. Valid for placements that place every pod arriving by {forced_pct}% (check failed_pods at that step with `placement --format json`).\n",
+        "Sharing-pod packing bound at 130% arrived, {gpus} GPUs, variant {}. Valid for {said}.\n",
         Variant::NAMES[variant as usize]
     );
     println!(
-        "| seed | forced shared pods | arrived shared pods | patterns | free GPUs >= | allocation % <= |"
+        "| seed | shared pods arrived | patterns | free GPUs >= | allocation % <= |{reference}"
     );
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "|---|---|---|---|---|{}",
+        if reference.is_empty() { "" } else { "---|" }
+    );
+    let cell = |x: Option<f64>| x.map_or(String::new(), |x| format!(" {x:.2} |"));
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.2} |",
-            r.seed,
-            r.forced_shared_pods,
+            "| {} | {} | {} | {:.1} | {:.2} |{}",
+            r.seed.map_or("all".to_string(), |s| s.to_string()),
             r.arrived_shared_pods,
             r.patterns,
             r.free_gpus_at_least,
-            r.allocated_pct_at_most
+            r.allocated_pct_at_most,
+            cell(r.reference_allocated_pct)
         );
     }
-    let free: Vec<f64> = rows.iter().map(|r| r.free_gpus_at_least).collect();
-    let alloc: Vec<f64> = rows.iter().map(|r| r.allocated_pct_at_most).collect();
-    let ((free, _), (alloc, _)) = (mean_sd(&free), mean_sd(&alloc));
-    println!("| mean | | | | {free:.1} | {alloc:.2} |");
+    if rows.len() > 1 {
+        let col = |f: fn(&BoundRow) -> Option<f64>| -> Option<f64> {
+            let v: Option<Vec<f64>> = rows.iter().map(f).collect();
+            v.map(|v| mean_sd(&v).0)
+        };
+        println!(
+            "| mean | | | {:.1} | {:.2} |{}",
+            col(|r| Some(r.free_gpus_at_least)).unwrap_or_default(),
+            col(|r| Some(r.allocated_pct_at_most)).unwrap_or_default(),
+            cell(col(|r| r.reference_allocated_pct))
+        );
+    }
     let mut top: Vec<(Vec<u32>, f64)> = mix.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
@@ -618,9 +733,22 @@ fn main() -> anyhow::Result<()> {
             pods,
             seeds,
             variant,
+            keep_up,
+            from_pct,
             forced_pct,
+            means,
             format,
-        } => bound_cmd(nodes, pods, seeds, variant, forced_pct, format),
+        } => {
+            let premise = match forced_pct {
+                Some(step) => Premise::PlaceAllBy(step),
+                None => Premise::KeepUp {
+                    policy: keep_up,
+                    from_pct,
+                    means,
+                },
+            };
+            bound_cmd(nodes, pods, seeds, variant, premise, format)
+        }
         Cmd::Generate {
             nodes,
             pods,
