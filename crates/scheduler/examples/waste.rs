@@ -3,8 +3,20 @@
 //! the free GPUs are"; `autoglm-sim bound` computes a tighter bound).
 //!
 //! Run: `cargo run --release -p autoglm-scheduler --example waste -- [policy] [variant]
-//! [strand weight] [scarcity exponent]` (defaults `autoglm default 1 2`; the last two only
-//! for `autoglm`). Seeds 42..51; needs `../shared/data/alibaba-openb/` next to the checkout.
+//! [strand weight] [scarcity exponent] [--cpu-scale K] [--reserve-above P]` (defaults
+//! `autoglm default 1 2`; the two weights only for `autoglm`). Seeds 42..51; needs
+//! `../shared/data/alibaba-openb/` next to the checkout.
+//!
+//! Two what-ifs, outside the replay's rules, to show where the remaining free capacity comes
+//! from (docs/benchmarks.md, "What 96.5% would take"):
+//! - `--cpu-scale K` multiplies every node's CPU and memory by `K` (100: CPU and memory never
+//!   bind);
+//! - `--reserve-above P` refuses a shared pod whose chosen GPU is idle once more than `P`%
+//!   of the GPU capacity is allocated (admission control: such a pod counts as failed
+//!   although it fits).
+//!
+//! Besides the end state it prints the allocation and failed pods at 90%, 94% and 100% arrived,
+//! to compare with `fgd` (which places every pod by 94% on every seed).
 //!
 //! The bound: a pod asking 810 milli-GPU cannot share a GPU with another such pod, so every
 //! placed one leaves 190 milli-GPU that only pods of at most 190 milli-GPU can use. Every
@@ -22,7 +34,21 @@ use autoglm_scheduler::sim::placement::{Variant, gpu_capacity_milli, replay_work
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut flag = |name: &str| -> anyhow::Result<Option<f64>> {
+        let Some(i) = args.iter().position(|a| a == name) else {
+            return Ok(None);
+        };
+        let v = args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("{name} needs a number"))?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        args.drain(i..i + 2);
+        Ok(Some(v))
+    };
+    let cpu_scale = flag("--cpu-scale")?.unwrap_or(1.0);
+    let reserve_above = flag("--reserve-above")?;
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
     let policy = arg(0, "autoglm");
     let variant = Variant::parse(&arg(1, "default"))
@@ -33,12 +59,19 @@ fn main() -> anyhow::Result<()> {
         ..AutoGlmConfig::default()
     };
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/alibaba-openb");
-    let nodes = load_nodes(&data.join("openb_node_list_gpu_node.csv"))?;
+    let mut nodes = load_nodes(&data.join("openb_node_list_gpu_node.csv"))?;
+    for n in &mut nodes {
+        n.cpu_milli = (n.cpu_milli as f64 * cpu_scale) as u64;
+        n.mem_mib = (n.mem_mib as f64 * cpu_scale) as u64;
+    }
     let base = load_pods(&data.join("openb_pod_list_default.csv"))?;
     let cap = gpu_capacity_milli(&nodes);
     let seeds: Vec<u64> = (42..52).collect();
     let (mut free, mut cpu_starved, mut idle, mut floor) = (0u64, 0u64, 0u64, 0u64);
     let mut slivers: BTreeMap<u32, u64> = BTreeMap::new();
+    // Per checkpoint (90%, 94%, 100% arrived): allocated milli-GPU and failed pods, summed.
+    let checkpoints = [90u64, 94, 100];
+    let mut at = [(0u64, 0u64); 3];
     // GPU pods failed after 100% arrived, per (GPUs, milli-GPU per GPU).
     let mut failed_late: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     for &seed in &seeds {
@@ -63,16 +96,43 @@ fn main() -> anyhow::Result<()> {
         };
         let mut cluster = Cluster::new(nodes.clone());
         let mut placer = Placer::default();
-        let mut arrived = 0u64;
+        let (mut arrived, mut failed) = (0u64, 0u64);
         for pod in &work {
-            arrived += pod.gpu.total_milli();
-            match placer.place(&cluster, pod, pol.as_mut()) {
-                Ok(p) => cluster.allocate(pod, &p)?,
-                Err(_) if arrived > cap && pod.gpu != GpuRequest::None => {
-                    let shape = (pod.gpu.gpu_count(), pod.gpu.milli_per_gpu());
-                    *failed_late.entry(shape).or_default() += 1;
+            let after = arrived + pod.gpu.total_milli();
+            for (c, slot) in checkpoints.iter().zip(&mut at) {
+                // The replay's report at step c includes pods arriving up to c%.
+                if arrived * 100 <= cap * c && after * 100 > cap * c {
+                    slot.0 += cluster.gpu_milli_used();
+                    slot.1 += failed;
                 }
-                Err(_) => {}
+            }
+            arrived = after;
+            let mut choice = placer.place(&cluster, pod, pol.as_mut()).ok();
+            if let (Some(p), Some(limit)) = (&choice, reserve_above) {
+                let opens_idle = matches!(pod.gpu, GpuRequest::Shared { milli, .. } if milli > 0)
+                    && p.gpus
+                        .iter()
+                        .all(|s| cluster.nodes[p.node].gpus[s.index].is_idle());
+                let used_pct = 100.0 * cluster.gpu_milli_used() as f64 / cap as f64;
+                if opens_idle && used_pct > limit {
+                    choice = None;
+                }
+            }
+            match choice {
+                Some(p) => cluster.allocate(pod, &p)?,
+                None => {
+                    failed += 1;
+                    if arrived > cap && pod.gpu != GpuRequest::None {
+                        let shape = (pod.gpu.gpu_count(), pod.gpu.milli_per_gpu());
+                        *failed_late.entry(shape).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (c, slot) in checkpoints.iter().zip(&mut at) {
+            if arrived * 100 <= cap * c {
+                slot.0 += cluster.gpu_milli_used();
+                slot.1 += failed;
             }
         }
         for n in &cluster.nodes {
@@ -123,6 +183,13 @@ fn main() -> anyhow::Result<()> {
         "GPU pods failed after 100% arrived (GPUs x milli-GPU: pods): {}",
         late.join(", ")
     );
+    for (c, (used, failed)) in checkpoints.iter().zip(at) {
+        println!(
+            "at {c}% arrived: allocation {:.2}%, failed pods {:.1}",
+            100.0 * used as f64 / seeds.len() as f64 / cap as f64,
+            failed as f64 / seeds.len() as f64
+        );
+    }
     println!(
         "810-milli sliver floor: at least {:.1} GPUs free, allocation at most {:.2}%",
         floor as f64 / k,
