@@ -3,8 +3,16 @@
 //! by side with kube-scheduler binding N equivalent plain pods on the same nodes.
 //!
 //! ```text
-//! cargo run --release -p autoglm-controller --example bench_bind -- [--nodes 500] [--jobs 1000] [--runs 1]
+//! cargo run --release -p autoglm-controller --example bench_bind -- [--nodes 500] [--jobs 1000] [--runs 1] [--timeline 1]
 //! ```
+//!
+//! After each run it prints the API requests the control plane served during the run per pod,
+//! by verb and resource (deltas of kube-apiserver's `apiserver_request_total`; they include
+//! the bench's own creates and polls, and every other client's requests meanwhile).
+//!
+//! `--timeline 1` prints, each second of a controller run, how many jobs have been created and
+//! how many of their pods exist and are bound (one extra pod list per second). With
+//! `RUST_LOG` set, the in-process controller logs to stderr.
 //!
 //! Starts (or reuses) the test control plane with KWOK and kube-scheduler
 //! (`e2e/cluster.sh up --with-kwok --with-scheduler`), runs the controller in-process, prints
@@ -60,6 +68,35 @@ async fn wait_bound(
     }
 }
 
+/// Waits until `n` nodes of `pool` report `Ready=True`; returns how many did.
+async fn wait_nodes_ready(client: &Client, pool: &str, n: usize, timeout: Duration) -> usize {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let ready = nodes
+            .list(&ListParams::default().labels(&format!("{POOL}={pool}")))
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= n || start.elapsed() > timeout {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn make_nodes(client: &Client, pool: &str, n: usize) {
     let nodes: Api<Node> = Api::all(client.clone());
     let gpu_nodes: Api<autoglm_api::GpuNode> = Api::all(client.clone());
@@ -89,11 +126,87 @@ async fn make_nodes(client: &Client, pool: &str, n: usize) {
         .await;
 }
 
+/// kube-apiserver's `apiserver_request_total` counters, by `verb resource[/subresource]`.
+async fn request_counts(client: &Client) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(req) = http::Request::get("/metrics").body(Vec::new()) else {
+        return out;
+    };
+    let text = match client.request_text(req).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kube-apiserver /metrics: {e}; no request counts for this run");
+            return out;
+        }
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        // Match `{name="` or `,name="` so `resource` does not match inside `subresource`.
+        let label = |name: &str| {
+            let (a, b) = (format!("{{{name}=\""), format!(",{name}=\""));
+            let key = if line.contains(&a) { a } else { b };
+            line.split(&key)
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+/// Prints the requests between two [`request_counts`] per pod: the total, and each kind
+/// above 5% of one per pod.
+fn report_calls(
+    what: &str,
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    n: usize,
+) {
+    let mut calls: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let total: f64 = calls.iter().map(|c| c.1).sum();
+    calls.retain(|(_, d)| *d >= n as f64 / 20.0);
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per: Vec<String> = calls
+        .iter()
+        .map(|(k, d)| format!("{k} {:.2}", d / n as f64))
+        .collect();
+    eprintln!(
+        "{what}: API requests per pod {:.1} ({})",
+        total / n as f64,
+        per.join(", ")
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n_nodes = arg("--nodes", 500);
     let n_jobs = arg("--jobs", 1000);
     let runs = arg("--runs", 1);
+    let timeline = arg("--timeline", 0) > 0;
+    if std::env::var_os("RUST_LOG").is_some() {
+        autoglm_controller::app::init_tracing(autoglm_controller::app::LogFormat::Plain);
+    }
     autoglm_testkit::ensure_components(&[
         Component::ControllerManager,
         Component::Kwok,
@@ -113,6 +226,14 @@ async fn main() -> anyhow::Result<()> {
     let pool = format!("bench{}", std::process::id());
     eprintln!("creating {n_nodes} KWOK nodes (pool {pool})...");
     make_nodes(&client, &pool, n_nodes).await;
+    // KWOK initialises new nodes (status patches, Ready) at its own pace; a run that starts
+    // before it is done competes with those writes and with the reactions they trigger.
+    let t = Instant::now();
+    let ready = wait_nodes_ready(&client, &pool, n_nodes, Duration::from_secs(600)).await;
+    eprintln!(
+        "{ready}/{n_nodes} nodes Ready after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let mut ours = Vec::new();
@@ -137,10 +258,39 @@ async fn main() -> anyhow::Result<()> {
         ));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let jobs: Api<autoglm_api::InferenceJob> = Api::namespaced(client.clone(), ns.name());
+        let before = request_counts(&client).await;
         let t0 = Instant::now();
+        let created_jobs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let watcher = timeline.then(|| {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+            let created_jobs = created_jobs.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let Ok(list) = pods
+                        .list(&ListParams::default().labels("autoglm.io/job"))
+                        .await
+                    else {
+                        continue;
+                    };
+                    let bound = list
+                        .items
+                        .iter()
+                        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+                        .count();
+                    eprintln!(
+                        "t={:5.1}s jobs created {:4} pods {:4} bound {bound:4}",
+                        t0.elapsed().as_secs_f64(),
+                        created_jobs.load(std::sync::atomic::Ordering::Relaxed),
+                        list.items.len()
+                    );
+                }
+            })
+        });
         futures::stream::iter(0..n_jobs)
             .for_each_concurrent(CREATE_CONCURRENCY, |i| {
                 let jobs = jobs.clone();
+                let created_jobs = created_jobs.clone();
                 async move {
                     let j: autoglm_api::InferenceJob = serde_json::from_value(json!({
                         "apiVersion": "autoglm.io/v1alpha1", "kind": "InferenceJob", "metadata": {"name": format!("j-{i:04}")},
@@ -149,8 +299,11 @@ async fn main() -> anyhow::Result<()> {
                                  "replicas": 1, "resources": {"gpu": {"count": 1}, "cpu": "100m", "memory": "128Mi"}}
                     }))
                     .expect("job json");
-                    if let Err(e) = jobs.create(&PostParams::default(), &j).await {
-                        eprintln!("create job: {e}");
+                    match jobs.create(&PostParams::default(), &j).await {
+                        Ok(_) => {
+                            created_jobs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => eprintln!("create job: {e}"),
                     }
                 }
             })
@@ -161,6 +314,15 @@ async fn main() -> anyhow::Result<()> {
         // Stop the controller and free the GPUs for kube-scheduler. The jobs keep their
         // finalizer; the benchmark cluster is thrown away afterwards (`cluster.sh down`).
         ctl.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        report_calls(
+            &format!("autoglm-controller run {run}"),
+            &before,
+            &request_counts(&client).await,
+            n_jobs,
+        );
         if let Some(t1) = done {
             let s = (t1 - t0).as_secs_f64();
             eprintln!(
@@ -184,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
         // --- kube-scheduler ---
         let ns = autoglm_testkit::TestNamespace::new(&format!("bench-ks-{run}")).await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+        let before = request_counts(&client).await;
         let t0 = Instant::now();
         futures::stream::iter(0..n_jobs)
             .for_each_concurrent(CREATE_CONCURRENCY, |i| {
@@ -212,6 +375,12 @@ async fn main() -> anyhow::Result<()> {
             );
             theirs.push(s);
         }
+        report_calls(
+            &format!("kube-scheduler run {run}"),
+            &before,
+            &request_counts(&client).await,
+            n_jobs,
+        );
         let _ = pods
             .delete_collection(
                 &DeleteParams {

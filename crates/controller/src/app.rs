@@ -310,6 +310,7 @@ async fn controller_main(
         jobs: jobs.clone(),
         wake_binder: wake,
         synced: Arc::default(),
+        status_memo: Arc::default(),
         settings: Settings {
             max_heartbeat_age_s: (args.max_heartbeat_age_s > 0).then_some(args.max_heartbeat_age_s),
             node_lost_after_s: args.node_lost_after_s,

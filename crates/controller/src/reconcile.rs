@@ -101,6 +101,7 @@ async fn cleanup(job: &InferenceJob, ctx: &Context) -> Result<Action> {
             name: format!("{ns}/{}", lp.label_selector.clone().unwrap_or_default()),
             source,
         })?;
+    ctx.status_memo.forget(&job.uid().unwrap_or_default());
     tracing::info!("deleted replica pods of the deleted job");
     Ok(Action::await_change())
 }
@@ -685,8 +686,18 @@ struct Summary {
 }
 
 async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
+    // Whole seconds, as `metav1.Time` round-trips through the API server: a status computed
+    // here then compares equal to the same status read back (see `StatusMemo`).
     let now = Timestamp::now();
-    let prev = job.status.clone().unwrap_or_default();
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let uid = job.uid().unwrap_or_default();
+    // The cache may not show this controller's last status write yet.
+    let known = ctx.status_memo.known(
+        &uid,
+        job.metadata.resource_version.as_deref(),
+        job.status.as_ref(),
+    );
+    let prev = known.clone().unwrap_or_default();
     let pods = job_pods(ctx, job);
     if prev.phase.is_some_and(JobPhase::is_terminal) {
         if prev.phase == Some(JobPhase::Failed) {
@@ -944,20 +955,27 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
         items_per_second,
         message: summary.message.clone(),
     };
-    if Some(&status) != job.status.as_ref() {
+    if Some(&status) != known.as_ref() {
         let ns = job.namespace().unwrap_or_default();
         let api: Api<InferenceJob> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({"apiVersion": API_VERSION, "kind": "InferenceJob", "status": status});
-        api.patch_status(
-            &job.name_any(),
-            &PatchParams::apply(CONTROLLER_FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::ApplyStatus {
-            name: format!("{ns}/{}", job.name_any()),
-            source,
-        })?;
+        let written = api
+            .patch_status(
+                &job.name_any(),
+                &PatchParams::apply(CONTROLLER_FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|source| Error::ApplyStatus {
+                name: format!("{ns}/{}", job.name_any()),
+                source,
+            })?;
+        ctx.status_memo.record(
+            &uid,
+            job.metadata.resource_version.as_deref(),
+            written.metadata.resource_version.as_deref(),
+            status.clone(),
+        );
     }
     if prev.phase != Some(summary.phase)
         || (summary.phase == JobPhase::Blocked && prev.message != summary.message)

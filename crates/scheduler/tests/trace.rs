@@ -134,7 +134,8 @@ fn packing_bound_holds_for_real_replays() {
     );
     assert!(keep_up.free_milli >= all90.free_milli);
 
-    // autoglm meets the premise on this seed, and both replays end below the bound.
+    // autoglm meets the premise on this seed and ends below the bound. (fgd meets it by
+    // construction and cannot end above it: the floor at 130% is its own allocation.)
     for (g, f) in autoglm
         .iter()
         .zip(&fgd)
@@ -147,13 +148,11 @@ fn packing_bound_holds_for_real_replays() {
         );
     }
     let bound_pct = 100.0 * keep_up.allocated_milli / cap as f64;
-    for (name, steps) in [("fgd", &fgd), ("autoglm", &autoglm)] {
-        let end = steps.last().unwrap();
-        assert_eq!(end.arrived_pct, 130);
-        assert!(
-            end.allocated_pct <= bound_pct,
-            "{name} {} above {bound_pct}",
-            end.allocated_pct
-        );
-    }
+    let end = autoglm.last().unwrap();
+    assert_eq!(end.arrived_pct, 130);
+    assert!(
+        end.allocated_pct <= bound_pct,
+        "autoglm {} above {bound_pct}",
+        end.allocated_pct
+    );
 }

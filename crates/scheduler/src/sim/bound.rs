@@ -43,7 +43,7 @@
 //! GPU types, node boundaries and the order within a band, it packs fractionally, and it
 //! knows every arrival in advance. What it leaves free is slivers that only pods which never
 //! arrived could fill (for example 190 milli-GPU next to an 810-milli pod when the pods of at
-//! most 190 milli-GPU run out).
+//! most 190 milli-GPU run out), and idle GPUs when the whole-GPU arrivals run out.
 //!
 //! An infeasible program means the premise itself is impossible: no placement of these
 //! arrivals on these GPUs meets the floors. Patterns are enumerated in full (about 7,000 for
@@ -447,6 +447,25 @@ mod tests {
         assert!(j.free_milli.abs() < 1e-6, "{j:?}");
         assert!((j.allocated_milli - 2000.0).abs() < 1e-6, "{j:?}");
         assert_eq!(j.mix, vec![(vec![500, 500], 1.0)]);
+    }
+
+    #[test]
+    fn each_floor_counts_the_bands_up_to_its_step() {
+        // 2 GPUs. A 600 by 50%, a 400 at 75%, an 810 at 100%, two whole GPUs at 120%.
+        let a = arrivals(&[(50, 600, 1), (75, 400, 1), (100, 810, 1)], &[(120, 2)]);
+        // Floors 600 at 50% and 1,000 at 100%: the 400 (band 100) must join the 600 by
+        // 100%, the 810 is optional. 600+400 on one GPU and one whole GPU: 2,000, none free.
+        let b = allocation_bound(&a, &floors(&[(50, 600), (100, 1000)]), 2).unwrap();
+        assert!(b.free_milli.abs() < 1e-6, "{b:?}");
+        assert_eq!(b.mix, vec![(vec![400, 600], 1.0)]);
+        // Raise the 100% floor to 1,810: the 810 must be placed too, on the second GPU,
+        // and 190 stays free.
+        let b = allocation_bound(&a, &floors(&[(50, 600), (100, 1810)]), 2).unwrap();
+        assert!((b.free_milli - 190.0).abs() < 1e-6, "{b:?}");
+        // A floor at 75% sees only the 600 and the 400: 1,000 is the most it can ask.
+        assert!(allocation_bound(&a, &floors(&[(75, 1000)]), 2).is_ok());
+        let e = allocation_bound(&a, &floors(&[(75, 1001)]), 2).unwrap_err();
+        assert!(matches!(e, BoundError::PremiseImpossible { .. }), "{e}");
     }
 
     #[test]
