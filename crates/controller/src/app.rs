@@ -269,9 +269,18 @@ async fn controller_main(
     let (nodes, nodes_w) = reflector::store::<Node>();
     let (gpu_nodes, gpu_nodes_w) = reflector::store::<GpuNode>();
     let w = wake.clone();
+    let status_memo = Arc::new(crate::context::StatusMemo::default());
+    let memo = status_memo.clone();
     let job_stream = watcher(job_api, cfg.clone())
         .default_backoff()
         .reflect(jobs_w)
+        .inspect(move |e| {
+            // A job deleted without the finalizer's cleanup (finalizer removed by hand)
+            // would otherwise keep its memo entry.
+            if let Ok(watcher::Event::Delete(job)) = e {
+                memo.forget(&job.uid().unwrap_or_default());
+            }
+        })
         .applied_objects()
         .inspect(move |e| {
             tracing::trace!(ok = e.is_ok(), "job event");
@@ -310,7 +319,7 @@ async fn controller_main(
         jobs: jobs.clone(),
         wake_binder: wake,
         synced: Arc::default(),
-        status_memo: Arc::default(),
+        status_memo,
         settings: Settings {
             max_heartbeat_age_s: (args.max_heartbeat_age_s > 0).then_some(args.max_heartbeat_age_s),
             node_lost_after_s: args.node_lost_after_s,
