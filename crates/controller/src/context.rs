@@ -68,8 +68,9 @@ pub struct Context {
 /// Most writes remembered per job between a write and the cache showing it.
 const MEMO_DEPTH: usize = 8;
 
-/// The statuses this controller applied to each job (by UID) since the job cache last
-/// showed one of its own writes, with the `resourceVersion`s involved.
+/// The statuses this controller applied to each job (by UID) that the job cache does not
+/// show yet, with the `resourceVersion`s involved: kept until the cache shows the last of
+/// them, or any version the memo did not see.
 ///
 /// A reconcile starts from the job in the cache, and a pod event can trigger one before the
 /// watch event of the controller's own last status write arrives. Starting from the older

@@ -65,7 +65,7 @@ fn openb_counts_and_inflation() {
 
 /// The cutting-stock bound (`sim::bound`) on seed 42 of the default list, under both
 /// premises: it matches an independent solve, is at least the 810-milli sliver floor, and
-/// real replays of `fgd` and `autoglm` (which meet both premises on this seed) stay within it.
+/// `autoglm`'s real replay (which meets both premises on this seed) stays within it.
 #[test]
 fn packing_bound_holds_for_real_replays() {
     use autoglm_scheduler::policy::{TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name};

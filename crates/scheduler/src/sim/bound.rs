@@ -11,8 +11,9 @@
 //! Two premises are used ([`Floors`]):
 //! - *keep up with a reference policy*: the floor at each step from 90% to 130% is what the
 //!   reference (FGD) allocated at that step on the same seed. This is the issue's own
-//!   requirement for `autoglm` ("allocates more than FGD at every step from 90% to 130%"),
-//!   read seed by seed; `autoglm` meets it on the openb default, `sharing` and `few-cpu`
+//!   requirement for `autoglm` ("allocates more than FGD at every step from 90% to 130%",
+//!   read as "at least", which is weaker, so the bound covers "more than" too), read seed by
+//!   seed; `autoglm` meets it on the openb default, `sharing` and `few-cpu`
 //!   lists (`autoglm-sim placement --format json`). Read on the means over the seeds
 //!   instead, it is one LP over all of them ([`joint_allocation_bound`]);
 //! - *place everything up to a step*: the floor at that step is all the GPU request arrived
@@ -46,7 +47,7 @@
 //! most 190 milli-GPU run out), and idle GPUs when the whole-GPU arrivals run out.
 //!
 //! An infeasible program means the premise itself is impossible: no placement of these
-//! arrivals on these GPUs meets the floors. Patterns are enumerated in full (about 7,000 for
+//! arrivals on these GPUs meets the floors. Patterns are enumerated in full (up to about 7,000 for
 //! the openb lists), so the bound is meant for workloads with tens of distinct sizes, not
 //! thousands (more than 200,000 patterns is an error).
 //!
@@ -62,7 +63,7 @@ use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
 
 use crate::model::{GpuRequest, MILLI_PER_GPU, PodRequest};
 
-/// Most patterns enumerated before giving up (the openb lists need about 7,000; 400,000
+/// Most patterns enumerated before giving up (the openb lists need up to about 7,000; 400,000
 /// take about 10 s and 260 MB).
 const MAX_PATTERNS: usize = 200_000;
 
