@@ -30,7 +30,9 @@ use std::path::PathBuf;
 
 use autoglm_scheduler::model::{Cluster, GpuRequest};
 use autoglm_scheduler::policy::{AutoGlm, AutoGlmConfig, Placer, Policy, policy_by_name};
-use autoglm_scheduler::sim::placement::{Variant, gpu_capacity_milli, replay_workload};
+use autoglm_scheduler::sim::placement::{
+    Variant, arrival_step, gpu_capacity_milli, replay_workload,
+};
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
 
 fn main() -> anyhow::Result<()> {
@@ -70,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let (mut free, mut cpu_starved, mut idle, mut floor) = (0u64, 0u64, 0u64, 0u64);
     let mut slivers: BTreeMap<u32, u64> = BTreeMap::new();
     // Per checkpoint (90%, 94%, 100% arrived): allocated milli-GPU and failed pods, summed.
-    let checkpoints = [90u64, 94, 100];
+    let checkpoints = [90u32, 94, 100];
     let mut at = [(0u64, 0u64); 3];
     // GPU pods failed after 100% arrived, per (GPUs, milli-GPU per GPU).
     let mut failed_late: BTreeMap<(u32, u32), u64> = BTreeMap::new();
@@ -99,9 +101,10 @@ fn main() -> anyhow::Result<()> {
         let (mut arrived, mut failed) = (0u64, 0u64);
         for pod in &work {
             let after = arrived + pod.gpu.total_milli();
+            // The replay reports these steps just before this pod.
+            let reported = arrival_step(arrived, cap)..arrival_step(after, cap);
             for (c, slot) in checkpoints.iter().zip(&mut at) {
-                // The replay's report at step c includes pods arriving up to c%.
-                if arrived * 100 <= cap * c && after * 100 > cap * c {
+                if reported.contains(c) {
                     slot.0 += cluster.gpu_milli_used();
                     slot.1 += failed;
                 }
@@ -130,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         for (c, slot) in checkpoints.iter().zip(&mut at) {
-            if arrived * 100 <= cap * c {
+            if arrival_step(arrived, cap) <= *c {
                 slot.0 += cluster.gpu_milli_used();
                 slot.1 += failed;
             }

@@ -84,7 +84,6 @@ fn packing_bound_holds_for_real_replays() {
         run(&nodes, &work, policy.as_mut(), name, &typical, 42).steps
     };
     let (fgd, autoglm) = (replay("fgd"), replay("autoglm"));
-    let milli = |pct: f64| (pct * cap as f64 / 100.0).round() as u64;
 
     // Premise "place every pod arriving by 90%": 210.27 GPUs free at least, the same LP
     // and its integer version solved with SciPy's HiGHS (`linprog`, `milp`) on this seed.
@@ -115,12 +114,7 @@ fn packing_bound_holds_for_real_replays() {
     // Premise "allocate at least what fgd does at every step from 90%": SciPy's `linprog`
     // gives 224,206.7 milli-GPU free (`milp` 224,560) with the same floors. It adds floors
     // to the one above (fgd places everything by 90%), so it can only be tighter.
-    let floors = Floors(
-        fgd.iter()
-            .filter(|s| s.arrived_pct >= 90)
-            .map(|s| (s.arrived_pct, milli(s.allocated_pct)))
-            .collect(),
-    );
+    let floors = Floors::keep_up(&fgd, 90);
     assert_eq!(
         floors.0[&90],
         arrivals.milli_by(90),

@@ -584,17 +584,10 @@ fn bound_cmd(
                 let mut pol = policy_by_name(policy, seed, &work)
                     .with_context(|| format!("--keep-up {policy}"))?;
                 let r = run(&node_list, &work, pol.as_mut(), policy, &typical, seed);
-                // allocated_pct is 100 x used / capacity; used is a whole number of milli.
-                let floors = r
-                    .steps
-                    .iter()
-                    .filter(|s| s.arrived_pct >= *from_pct)
-                    .map(|s| {
-                        let used = (s.allocated_pct * cap as f64 / 100.0).round() as u64;
-                        (s.arrived_pct, used)
-                    })
-                    .collect();
-                (Floors(floors), r.steps.last().map(|s| s.allocated_pct))
+                (
+                    Floors::keep_up(&r.steps, *from_pct),
+                    r.steps.last().map(|s| s.allocated_pct),
+                )
             }
         };
         inputs.push((seed, arrivals, floors, reference));

@@ -62,13 +62,14 @@ use std::collections::BTreeMap;
 use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
 
 use crate::model::{GpuRequest, MILLI_PER_GPU, PodRequest};
+use crate::sim::placement::{StepReport, arrival_step};
 
 /// Most patterns enumerated before giving up (the openb lists need up to about 7,000; 400,000
 /// take about 10 s and 260 MB).
 const MAX_PATTERNS: usize = 200_000;
 
 /// A replay's GPU request grouped by arrival step: the first reported step (percent of the
-/// capacity) whose report includes the pod, `ceil(100 * cumulative arrived / capacity)`.
+/// capacity) whose report includes the pod ([`arrival_step`]).
 /// Pods asking no milli-GPU (CPU-only, or GPU memory only) are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Arrivals {
@@ -89,8 +90,7 @@ impl Arrivals {
             if milli == 0 {
                 continue;
             }
-            let step =
-                u32::try_from((arrived * 100).div_ceil(capacity_milli.max(1))).unwrap_or(u32::MAX);
+            let step = arrival_step(arrived, capacity_milli);
             match pod.gpu {
                 GpuRequest::Shared { milli, .. } => {
                     *out.shared.entry((step, milli)).or_default() += 1
@@ -127,6 +127,18 @@ impl Arrivals {
 pub struct Floors(pub BTreeMap<u32, u64>);
 
 impl Floors {
+    /// Keep up with a reference replay: at each of its steps from `from_pct` on, the floor
+    /// is what it allocated.
+    pub fn keep_up(reference: &[StepReport], from_pct: u32) -> Self {
+        Self(
+            reference
+                .iter()
+                .filter(|s| s.arrived_pct >= from_pct)
+                .map(|s| (s.arrived_pct, s.allocated_milli))
+                .collect(),
+        )
+    }
+
     /// Every pod arriving by `step` is placed: the floor there is all they ask.
     pub fn place_all_by(arrivals: &Arrivals, step: u32) -> Self {
         Self(BTreeMap::from([(step, arrivals.milli_by(step))]))

@@ -85,6 +85,9 @@ pub struct StepReport {
     pub arrived_pct: u32,
     /// Allocated milli-GPU over total milli-GPU, percent.
     pub allocated_pct: f64,
+    /// Allocated milli-GPU (not in the JSON output, which keeps the documented keys).
+    #[serde(skip)]
+    pub allocated_milli: u64,
     /// Fragmented milli-GPU (FGD measure) over total milli-GPU, percent.
     pub frag_pct: f64,
     /// Pods that fitted nowhere so far.
@@ -122,12 +125,13 @@ pub fn run(
     let mut decide = std::time::Duration::ZERO;
     let name = label.to_string();
     let snapshot = |cluster: &Cluster, step: u32, failed: u64, steps: &mut Vec<StepReport>| {
-        let used = cluster.gpu_milli_used() as f64;
+        let used = cluster.gpu_milli_used();
         steps.push(StepReport {
             policy: name.clone(),
             seed,
             arrived_pct: step,
-            allocated_pct: 100.0 * used / cap as f64,
+            allocated_pct: 100.0 * used as f64 / cap as f64,
+            allocated_milli: used,
             frag_pct: 100.0 * cluster_frag(typical, cluster) / cap as f64,
             failed_pods: failed,
         });
@@ -135,7 +139,7 @@ pub fn run(
     for pod in pods {
         let after = arrived + pod.gpu.total_milli();
         // Emit every step the arrival of this pod would pass.
-        while next_step <= MAX_STEP && (u64::from(next_step) * cap) < after * 100 {
+        while next_step <= MAX_STEP && next_step < arrival_step(after, cap) {
             snapshot(&cluster, next_step, failed, &mut steps);
             next_step += 1;
         }
@@ -262,6 +266,15 @@ pub fn make_variant(
                 .collect()
         }
     }
+}
+
+/// The first reported step (percent of `capacity_milli`) whose report includes the pod that
+/// brings the cumulative arrived GPU request to `cumulative_milli`:
+/// `ceil(100 x cumulative / capacity)`. A step's report covers every pod whose arrival keeps
+/// the cumulative request at or below that step (module docs, step 4); [`run`], the bound's
+/// arrival bands and the `waste` example all use this one definition.
+pub fn arrival_step(cumulative_milli: u64, capacity_milli: u64) -> u32 {
+    u32::try_from((cumulative_milli * 100).div_ceil(capacity_milli.max(1))).unwrap_or(u32::MAX)
 }
 
 /// The replay's pod sequence for one seed (steps 1 and 2 of the module docs): `variant` of
