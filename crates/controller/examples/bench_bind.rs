@@ -41,6 +41,13 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Pods with `spec.nodeName` set.
+fn count_bound(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+        .count()
+}
+
 async fn wait_bound(
     pods: &Api<Pod>,
     selector: &str,
@@ -51,11 +58,7 @@ async fn wait_bound(
     loop {
         // A list can time out on a loaded API server: keep polling.
         if let Ok(list) = pods.list(&ListParams::default().labels(selector)).await {
-            let bound = list
-                .items
-                .iter()
-                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-                .count();
+            let bound = count_bound(&list.items);
             if bound >= n {
                 return Some(Instant::now());
             }
@@ -273,11 +276,7 @@ async fn main() -> anyhow::Result<()> {
                     else {
                         continue;
                     };
-                    let bound = list
-                        .items
-                        .iter()
-                        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-                        .count();
+                    let bound = count_bound(&list.items);
                     eprintln!(
                         "t={:5.1}s jobs created {:4} pods {:4} bound {bound:4}",
                         t0.elapsed().as_secs_f64(),
