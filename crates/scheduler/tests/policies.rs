@@ -10,7 +10,7 @@ use autoglm_scheduler::model::{Cluster, GpuRequest, GpuShare, NodeState, Placeme
 use autoglm_scheduler::policy::fgd::fgd_int_score;
 use autoglm_scheduler::policy::{
     AutoGlm, BestFit, DotProd, Fgd, GpuClustering, GpuPacking, GpuPick, LeastAllocated,
-    LeastLoaded, MostAllocated, POLICY_NAMES, Placer, Policy, RoundRobin, TypicalPods,
+    LeastLoaded, MostAllocated, POLICY_NAMES, Placer, Policy, RoundRobin, TypePrices, TypicalPods,
     policy_by_name,
 };
 use proptest::prelude::*;
@@ -200,6 +200,110 @@ fn autoglm_scores_by_hand() {
     // Stranding: 8000 milli-GPU free with 4000 milli-CPU free strands 8000 - 3000 = 5000.
     assert_eq!(ag.stranded(8000.0, 4000.0), 5000.0);
     assert_eq!(c.place(&req, &mut ag).unwrap().node, 0);
+}
+
+/// A pod of `count` whole GPUs and 1 vCPU, optionally limited to one GPU type.
+fn whole(count: u32, ty: Option<&str>) -> PodRequest {
+    let mut p = PodRequest::new("w", 1000, 1024, GpuRequest::Whole { count });
+    if let Some(t) = ty {
+        p.gpu_types = vec![t.to_string()];
+    }
+    p
+}
+
+#[test]
+fn type_prices_by_hand() {
+    // T4: 2 GPUs, V100: 4 GPUs, A10: 1 GPU with 4 vCPUs.
+    let mut c = Cluster::new(vec![
+        NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
+        NodeState::new("v100", 32_000, 65_536, 4, "V100", 16_384),
+        NodeState::new("a10", 4_000, 65_536, 1, "A10", 16_384),
+    ]);
+    let mut a10_cpu_heavy = PodRequest::new(
+        "a",
+        8_000,
+        1024,
+        GpuRequest::Shared {
+            milli: 500,
+            mem_mib: 0,
+        },
+    );
+    a10_cpu_heavy.gpu_types = vec!["A10".into()];
+    // GPU demand 1000 + 1000 + 2000 + 500 + 8000 = 12,500 milli-GPU. Shares of the groups
+    // that name a type: T4 x1 0.08, V100 x2 0.16; the A10 pod needs 8 vCPUs (the A10 node
+    // has 4) and the T4 x8 pod 8 GPUs (the T4 node has 2), so no node hosts them: no price.
+    let workload = [
+        whole(1, None),
+        whole(1, Some("T4")),
+        whole(2, Some("V100")),
+        a10_cpu_heavy,
+        whole(8, Some("T4")),
+    ];
+    // Idle: free T4 2000, V100 4000, A10 1000, all 7000 milli-GPU.
+    // T4: 0.08 * 7000 / 2000 = 0.28; V100: 0.16 * 7000 / 4000 = 0.28; A10: 0.
+    let p = TypePrices::for_workload(&workload, &c).unwrap();
+    assert!((p.of_model("T4") - 0.28).abs() < 1e-12, "{p:?}");
+    assert!((p.of_model("V100") - 0.28).abs() < 1e-12, "{p:?}");
+    assert_eq!(p.of_model("A10"), 0.0);
+    assert_eq!(p.of_node(2), 0.0);
+    // One GPU of the T4 node taken: all 6000 free; T4: 0.08 * 6000 / 1000 = 0.48,
+    // V100: 0.16 * 6000 / 4000 = 0.24.
+    let first = whole(1, None);
+    let at_t4 = Placement {
+        node: 0,
+        gpus: vec![GpuShare {
+            index: 0,
+            milli: 1000,
+            mem_mib: 16_384,
+        }],
+        score: 0.0,
+    };
+    c.allocate(&first, &at_t4).unwrap();
+    let p = TypePrices::for_workload(&workload, &c).unwrap();
+    assert!((p.of_node(0) - 0.48).abs() < 1e-12, "{p:?}");
+    assert!((p.of_node(1) - 0.24).abs() < 1e-12, "{p:?}");
+    // No pod names a type: no prices.
+    assert_eq!(TypePrices::for_workload(&[whole(1, None)], &c), None);
+}
+
+#[test]
+fn type_prices_move_unconstrained_pods_off_scarce_types() {
+    // A 2-GPU T4 node and a 4-GPU V100 node. Workload: one 1-GPU pod limited to each type
+    // and two unconstrained 1-GPU pods (shares 0.25 each, of pods and of GPU demand). Host
+    // scarcity: each limited spec fits 1 of the 2 GPU nodes, weight 0.25 * (2 / 1)^2 = 1.
+    // Local score of one unconstrained GPU on either node: every 1-GPU spec still fits
+    // afterwards, and the spec limited to the other type counts the node's free GPUs as
+    // fragment (FGD's rule), which drops by 1000: delta_frag = -1 * 1000, score +1000 on
+    // both. Type prices (all 6000 milli-GPU free): T4 0.25 * 6000 / 2000 = 0.75, V100
+    // 0.25 * 6000 / 4000 = 0.375, so the scores are 1000 - 750 = 250 and 1000 - 375 = 625.
+    let nodes = vec![
+        NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
+        NodeState::new("v100", 32_000, 65_536, 4, "V100", 16_384),
+    ];
+    let workload = [
+        whole(1, Some("T4")),
+        whole(1, Some("V100")),
+        whole(1, None),
+        whole(1, None),
+    ];
+    let req = whole(1, None);
+    let c = Cluster::new(nodes);
+    let mut ag = AutoGlm::from_workload(&workload);
+    let p = c.place(&req, &mut ag).unwrap();
+    assert_eq!((p.node, p.score), (1, 625.0));
+    // The policy's own score leaves the price out (scarcity weights applied by `place`).
+    assert_eq!(ag.score(&c, 0, &req).0, 1000.0);
+    assert_eq!(ag.score(&c, 1, &req).0, 1000.0);
+    let prices = ag.type_prices().unwrap();
+    assert_eq!(
+        (prices.of_model("T4"), prices.of_model("V100")),
+        (0.75, 0.375)
+    );
+    // Without the price the equal scores go to the smaller leftover: the T4 node.
+    let mut plain = policy_by_name("autoglm-no-type-price", 0, &workload).unwrap();
+    assert_eq!(c.place(&req, plain.as_mut()).unwrap().node, 0);
+    // A pod limited to T4 still goes there (the V100 node is not feasible for it).
+    assert_eq!(c.place(&workload[0], &mut ag).unwrap().node, 0);
 }
 
 // ---- properties ----

@@ -51,7 +51,8 @@ enum Cmd {
         /// Seeds: `A..B` (inclusive) or a comma-separated list.
         #[arg(long, default_value = "42..51")]
         seeds: String,
-        /// Workload variant of the pod list (default, sharing, multi-gpu, gpu-type, few-cpu).
+        /// Workload variant of the pod list (default, sharing, multi-gpu, gpu-type, few-cpu,
+        /// rare-types).
         #[arg(long, default_value = "default")]
         variant: String,
         /// Output format.
@@ -103,7 +104,7 @@ enum Cmd {
     },
     /// Write a workload variant of a pod list as a 5-column CSV (plus gpu_spec).
     Generate {
-        /// Node list CSV (for the GPU types of the `gpu-type` variant).
+        /// Node list CSV (for the GPU types of the `gpu-type` and `rare-types` variants).
         #[arg(long)]
         nodes: PathBuf,
         /// Source pod list CSV.
@@ -154,6 +155,10 @@ enum Cmd {
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Workload variant applied to the drawn pods (as `placement --variant`; the GPU types
+        /// of `gpu-type` and `rare-types` come from the drawn nodes).
+        #[arg(long, default_value = "default")]
+        variant: String,
     },
 }
 
@@ -427,9 +432,11 @@ fn synthetic(
     pod_count: usize,
     policies: Vec<String>,
     seed: u64,
+    variant: &str,
 ) -> anyhow::Result<()> {
     use rand::{Rng, SeedableRng};
     check_policies(&policies)?;
+    let variant = parse_variant(variant)?;
     let shapes = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
     if shapes.is_empty() || base.is_empty() {
@@ -446,6 +453,7 @@ fn synthetic(
     let workload: Vec<_> = (0..pod_count)
         .map(|_| base[rng.random_range(0..base.len())].clone())
         .collect();
+    let workload = make_variant(&workload, &node_list, variant, seed);
     let typical = TypicalPods::from_requests(workload.iter(), TYPICAL_POPULARITY);
     println!("| policy | nodes | pods | placed | wall s | CPU s | decisions per CPU-s |");
     println!("|---|---|---|---|---|---|---|");
@@ -762,6 +770,7 @@ fn main() -> anyhow::Result<()> {
             pod_count,
             policy,
             seed,
-        } => synthetic(nodes, pods, node_count, pod_count, policy, seed),
+            variant,
+        } => synthetic(nodes, pods, node_count, pod_count, policy, seed, &variant),
     }
 }

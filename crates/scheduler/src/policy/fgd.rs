@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 
-use super::frag_index::{AUTOGLM_EPS, FragIndex, Mode};
+use super::frag_index::{FragIndex, Mode, autoglm_better};
 use super::{GpuPick, Policy, TieBreak, filter_then_select, to_placement};
 use crate::feasibility::{Unschedulable, explain};
 use crate::model::{
@@ -416,6 +416,10 @@ pub struct AutoGlmConfig {
     /// each shape's weight; 0 disables it. 2 was the smallest integer that removed the early
     /// failures of 120-vCPU 8-GPU pods on the default list (docs/benchmarks.md).
     pub scarcity: f64,
+    /// Weight of the GPU-type price ([`TypePrices`]), in milli-GPU of score per milli-GPU
+    /// placed per unit of price; 0 disables it. 1.0: a unit of price costs as much as a
+    /// milli-GPU of fragmentation growth. Has no effect when no pod names a GPU type.
+    pub type_price: f64,
 }
 
 impl Default for AutoGlmConfig {
@@ -424,6 +428,7 @@ impl Default for AutoGlmConfig {
             popularity: 1.0,
             cpu_strand_weight: 1.0,
             scarcity: 2.0,
+            type_price: 1.0,
         }
     }
 }
@@ -447,12 +452,25 @@ impl Default for AutoGlmConfig {
 /// 4. **Exact scores and informed ties**: no integer rounding; among equal scores the
 ///    smallest weighted leftover (BestFit's measure) wins, then the lowest node index:
 ///    deterministic, and it packs instead of spreading.
+/// 5. **GPU-type prices** ([`TypePrices`], only when some pods name GPU types): placing
+///    `g` milli-GPU on a node of type `t` costs `type_price * price(t) * g`, where `price(t)`
+///    grows with the demand of the pods that can use only a few types, including `t`, over
+///    the free capacity of those types. FGD's measure is local to a node and cannot see a
+///    type running out: on the `gpu-type` variant both FGD and the first `autoglm` filled
+///    the 2-GPU T4 and P100 nodes with unconstrained pods by 40% arrived and then failed the
+///    pods that can only use them (docs/benchmarks.md, "GPU-type prices").
 ///
-/// Score (higher is better): `-(delta_frag + w * delta_strand)` in milli-GPU.
+/// Score (higher is better): `-(delta_frag + w * delta_strand) - type_price * price(t) * g`
+/// in milli-GPU. [`Policy::score`] returns the part without the type price, which is a
+/// property of the whole cluster and is added by [`Policy::select`] and [`Policy::place`].
 ///
 /// # Source
 /// FGD: Weng et al., USENIX ATC '23. Stranding as a packing signal: Tetris (Grandl et al.,
-/// SIGCOMM '14) packs along resource ratios; here the ratio is the workload's own.
+/// SIGCOMM '14) packs along resource ratios; here the ratio is the workload's own. A price
+/// per GPU type from demand over free supply stands in for the dual (shadow) prices of the
+/// per-type capacity constraints of a fractional assignment LP, which heterogeneity-aware
+/// schedulers such as Gavel (Narayanan et al., OSDI '20) solve outright; here it is a closed
+/// form, recomputed before every decision.
 #[derive(Debug, Clone)]
 pub struct AutoGlm {
     typical: TypicalPods,
@@ -461,6 +479,9 @@ pub struct AutoGlm {
     rho_cpu: f64,
     scarcity_for: Option<usize>,
     index: FragIndex,
+    /// GPU demand of the pods that name GPU types, by constraint (see [`TypePrices`]).
+    constrained: Vec<ConstrainedDemand>,
+    prices: Option<TypePrices>,
 }
 
 impl AutoGlm {
@@ -485,7 +506,28 @@ impl AutoGlm {
             rho_cpu: if cpu > 0.0 { gpu / cpu } else { 0.0 },
             scarcity_for: None,
             index: FragIndex::default(),
+            constrained: if config.type_price > 0.0 {
+                ConstrainedDemand::of(workload)
+            } else {
+                Vec::new()
+            },
+            prices: None,
         }
+    }
+    /// Recompute the type prices for the current state of `cluster` (kept `None` when no pod
+    /// of the workload names a GPU type, or [`AutoGlmConfig::type_price`] is 0).
+    fn refresh_prices(&mut self, cluster: &Cluster) {
+        if self.constrained.is_empty() {
+            self.prices = None;
+            return;
+        }
+        let prices = self.prices.take();
+        self.prices = Some(TypePrices::update(prices, &self.constrained, cluster));
+    }
+    /// The type prices as of the last GPU request given to `select` or `place` (`None` when
+    /// the workload names no GPU type or [`AutoGlmConfig::type_price`] is 0).
+    pub fn type_prices(&self) -> Option<&TypePrices> {
+        self.prices.as_ref()
     }
     /// Scale each shape's weight by `GPU nodes / nodes that could host it when idle`, once
     /// per cluster size: shapes only a few nodes can ever host (e.g. 8 GPUs with 120 vCPUs:
@@ -534,6 +576,187 @@ impl AutoGlm {
     }
 }
 
+/// The type-price term of placing `milli` milli-GPU on node `node`: `weight * price * milli`
+/// (0 without prices). One function for the scan and the index, so both subtract the same
+/// floating-point value.
+fn price_term(weight: f64, prices: Option<&TypePrices>, node: usize, milli: u64) -> f64 {
+    match prices {
+        Some(p) if milli > 0 => weight * p.of_node(node) * milli as f64,
+        _ => 0.0,
+    }
+}
+
+/// GPU demand of the workload's pods that name GPU types, per group of pods with the same
+/// allowed types, GPU count and CPU.
+#[derive(Debug, Clone, PartialEq)]
+struct ConstrainedDemand {
+    /// Allowed GPU types, sorted.
+    types: Vec<String>,
+    num_gpu: u32,
+    cpu_milli: u64,
+    /// Milli-GPU asked by the group over milli-GPU asked by all GPU pods of the workload.
+    share: f64,
+}
+
+impl ConstrainedDemand {
+    /// The groups of `workload`, in a fixed order (sorted by key); empty when no GPU pod
+    /// names a GPU type.
+    fn of(workload: &[PodRequest]) -> Vec<Self> {
+        let mut groups: std::collections::BTreeMap<(Vec<String>, u32, u64), u64> =
+            std::collections::BTreeMap::new();
+        let mut total = 0u64;
+        for p in workload {
+            let milli = p.gpu.total_milli();
+            total += milli;
+            if milli > 0 && !p.gpu_types.is_empty() {
+                let mut types = p.gpu_types.clone();
+                types.sort();
+                types.dedup();
+                *groups
+                    .entry((types, p.gpu.gpu_count(), p.cpu_milli))
+                    .or_default() += milli;
+            }
+        }
+        groups
+            .into_iter()
+            .map(|((types, num_gpu, cpu_milli), milli)| Self {
+                types,
+                num_gpu,
+                cpu_milli,
+                share: milli as f64 / total as f64,
+            })
+            .collect()
+    }
+}
+
+/// `autoglm`'s GPU-type prices for one state of a cluster (change 5 of [`AutoGlm`]).
+///
+/// For each group `m` of pods that name GPU types (same types, GPU count and CPU), with
+/// share `d_m` of the workload's GPU demand in milli-GPU: `T_m` is the named types on which
+/// some node could host such a pod when idle (enough GPUs and CPU), `S_m` the free milli-GPU
+/// on the nodes of those types, and `S` the free milli-GPU of the cluster. Then
+///
+/// `price(t) = sum over groups m with t in T_m of d_m * S / S_m`
+///
+/// (dimensionless). A type no group can use costs 0. When types are named in proportion to
+/// their capacity and nothing runs yet, every type costs about the named share of demand;
+/// a type whose free capacity drains faster than its named demand gets dearer, so pods that
+/// could go anywhere move to the others. Groups with no host, or whose types have no free
+/// capacity left, add nothing (no placement can help them).
+///
+/// The node-to-type table is built once per cluster ([`Cluster::identity`]) and the prices are
+/// recomputed from the free milli-GPU of every node before each decision: O(nodes x GPUs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypePrices {
+    cluster: (u64, usize),
+    /// GPU models of the cluster, in order of first appearance.
+    models: Vec<String>,
+    /// Index into `models` per node; `usize::MAX` for a node without GPUs.
+    node_model: Vec<usize>,
+    /// Per group: its share and the indexes of the models in `T_m`.
+    groups: Vec<(f64, Vec<usize>)>,
+    /// Price per model.
+    price: Vec<f64>,
+}
+
+impl TypePrices {
+    /// Prices for `workload`'s type-constrained pods on the current state of `cluster`;
+    /// `None` when no GPU pod of the workload names a GPU type.
+    pub fn for_workload(workload: &[PodRequest], cluster: &Cluster) -> Option<Self> {
+        let groups = ConstrainedDemand::of(workload);
+        (!groups.is_empty()).then(|| Self::update(None, &groups, cluster))
+    }
+
+    /// Reuse `prev`'s tables when it was built for this cluster, then reprice.
+    fn update(prev: Option<Self>, groups: &[ConstrainedDemand], cluster: &Cluster) -> Self {
+        let key = (cluster.identity(), cluster.nodes.len());
+        let mut t = match prev {
+            Some(t) if t.cluster == key => t,
+            _ => Self::build(groups, cluster),
+        };
+        t.reprice(cluster);
+        t
+    }
+
+    fn build(groups: &[ConstrainedDemand], cluster: &Cluster) -> Self {
+        let mut models: Vec<String> = Vec::new();
+        let node_model = cluster
+            .nodes
+            .iter()
+            .map(|n| match n.gpu_model() {
+                None => usize::MAX,
+                Some(m) => models.iter().position(|x| x == m).unwrap_or_else(|| {
+                    models.push(m.to_string());
+                    models.len() - 1
+                }),
+            })
+            .collect();
+        let groups = groups
+            .iter()
+            .map(|g| {
+                let hosts = models
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| {
+                        g.types.iter().any(|t| t == *m)
+                            && cluster.nodes.iter().any(|n| {
+                                n.gpu_model() == Some(m.as_str())
+                                    && n.gpus.len() >= g.num_gpu as usize
+                                    && n.cpu_milli >= g.cpu_milli
+                            })
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                (g.share, hosts)
+            })
+            .collect();
+        Self {
+            cluster: (cluster.identity(), cluster.nodes.len()),
+            price: vec![0.0; models.len()],
+            models,
+            node_model,
+            groups,
+        }
+    }
+
+    fn reprice(&mut self, cluster: &Cluster) {
+        let mut free = vec![0u64; self.models.len()];
+        for (n, &m) in cluster.nodes.iter().zip(&self.node_model) {
+            if m != usize::MAX {
+                free[m] += u64::from(n.gpu_milli_free());
+            }
+        }
+        let all: u64 = free.iter().sum();
+        self.price.iter_mut().for_each(|p| *p = 0.0);
+        for (share, hosts) in &self.groups {
+            let supply: u64 = hosts.iter().map(|&t| free[t]).sum();
+            if supply == 0 {
+                continue;
+            }
+            let v = share * all as f64 / supply as f64;
+            for &t in hosts {
+                self.price[t] += v;
+            }
+        }
+    }
+
+    /// The price of GPU model `model` (0 for a model the cluster does not have).
+    pub fn of_model(&self, model: &str) -> f64 {
+        self.models
+            .iter()
+            .position(|m| m == model)
+            .map_or(0.0, |i| self.price[i])
+    }
+
+    /// The price of node `node`'s GPU type (0 for a node without GPUs).
+    pub fn of_node(&self, node: usize) -> f64 {
+        match self.node_model.get(node) {
+            Some(&m) if m != usize::MAX => self.price[m],
+            _ => 0.0,
+        }
+    }
+}
+
 /// BestFit's weighted leftover after placement (lower is tighter).
 fn leftover(node: &NodeState, req: &PodRequest) -> f64 {
     0.5 * (node.cpu_free() as f64 - req.cpu_milli as f64) / super::MAX_SPEC_CPU
@@ -574,17 +797,17 @@ impl Policy for AutoGlm {
         feasible: &[usize],
     ) -> Option<Placement> {
         // Scores are sums of products of milli-GPU and shares: equal within 1e-6 milli-GPU.
-        const EPS: f64 = AUTOGLM_EPS;
         self.apply_scarcity(cluster);
+        let milli = req.gpu.total_milli();
+        if milli > 0 {
+            self.refresh_prices(cluster);
+        }
         let mut best: Option<(f64, f64, usize, GpuPick)> = None;
         for &n in feasible {
             let (s, pick) = self.score(cluster, n, req);
+            let s = s - price_term(self.config.type_price, self.prices.as_ref(), n, milli);
             let left = leftover(&cluster.nodes[n], req);
-            let better = match best {
-                None => true,
-                Some((bs, bl, _, _)) => s > bs + EPS || (s > bs - EPS && left < bl - EPS),
-            };
-            if better {
+            if best.is_none_or(|(bs, bl, _, _)| autoglm_better(s, left, bs, bl)) {
                 best = Some((s, left, n, pick));
             }
         }
@@ -608,9 +831,24 @@ impl Policy for AutoGlm {
             strand_weight: self.config.cpu_strand_weight,
             rho_cpu: self.rho_cpu,
         };
-        match self.index.best(cluster, req, &self.typical, mode) {
+        let milli = req.gpu.total_milli();
+        if milli > 0 {
+            self.refresh_prices(cluster);
+        }
+        let weight = self.config.type_price;
+        let best = match &self.prices {
+            Some(p) if milli > 0 => {
+                self.index
+                    .best_adjusted(cluster, req, &self.typical, mode, |n| {
+                        price_term(weight, Some(p), n, milli)
+                    })
+            }
+            _ => self.index.best(cluster, req, &self.typical, mode),
+        };
+        match best {
             Some((n, s)) => {
                 let (score, pick) = self.score(cluster, n, req);
+                let score = score - price_term(weight, self.prices.as_ref(), n, milli);
                 debug_assert_eq!(score, s, "index score of node {n}");
                 Ok(to_placement(&cluster.nodes[n], n, req, pick, score))
             }

@@ -11,6 +11,11 @@
 //!   score for that request, or "infeasible", and a tournament tree over the nodes whose root
 //!   is the policy's choice. Between decisions only the nodes named by the cluster's change
 //!   journal ([`Cluster::changes_since`]) are rescored, when the row is next used.
+//! - **`autoglm`'s GPU-type prices** ([`super::TypePrices`]) change with every placement
+//!   and lower every node of a type at once, which the tree cannot hold: with prices, the
+//!   row is brought up to date the same way and the choice is a scan of its leaves in node
+//!   order ([`FragIndex::best_adjusted`], O(nodes) per decision, only for workloads that
+//!   name GPU types).
 //!
 //! # Guarantees
 //! - The score of each node is computed with the same integer parts, summed in the same spec
@@ -155,6 +160,45 @@ impl FragIndex {
         typical: &TypicalPods,
         mode: Mode,
     ) -> Option<(usize, f64)> {
+        let row = self.row(cluster, req, typical, mode)?;
+        let w = row.win[1];
+        (w != NONE).then(|| (w as usize, row.leaf[w as usize].s))
+    }
+
+    /// `autoglm`'s choice when every node's score is lowered by `cost(node)` (the GPU-type
+    /// price): the same order as [`autoglm_better`] over the nodes in index order, by a scan
+    /// of the row's leaves (O(nodes); the tree cannot hold a cost that changes every
+    /// decision). Returns the node and its lowered score.
+    pub(crate) fn best_adjusted(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        typical: &TypicalPods,
+        mode: Mode,
+        cost: impl Fn(usize) -> f64,
+    ) -> Option<(usize, f64)> {
+        let row = self.row(cluster, req, typical, mode)?;
+        let mut best: Option<(f64, f64, usize)> = None;
+        for (i, l) in row.leaf.iter().enumerate() {
+            if l.s == f64::NEG_INFINITY {
+                continue;
+            }
+            let s = l.s - cost(i);
+            if best.is_none_or(|(bs, bl, _)| autoglm_better(s, l.left, bs, bl)) {
+                best = Some((s, l.left, i));
+            }
+        }
+        best.map(|(s, _, i)| (i, s))
+    }
+
+    /// The row for `req`, brought up to date with the cluster.
+    fn row(
+        &mut self,
+        cluster: &Cluster,
+        req: &PodRequest,
+        typical: &TypicalPods,
+        mode: Mode,
+    ) -> Option<&Row> {
         let summary = cluster.summary()?;
         let n = cluster.nodes.len();
         if n == 0 {
@@ -243,8 +287,7 @@ impl FragIndex {
             }
         }
         row.seen = cluster.change_count();
-        let w = row.win[1];
-        (w != NONE).then(|| (w as usize, row.leaf[w as usize].s))
+        Some(row)
     }
 
     /// Start over on a new cluster: model ids, spec table, empty bases and rows.
@@ -336,11 +379,16 @@ fn pick(leaf: &[Leaf], a: u32, b: u32, mode: Mode) -> u32 {
     let (x, y) = (leaf[a as usize], leaf[b as usize]);
     let b_wins = match mode {
         Mode::Fgd => y.s > x.s,
-        Mode::AutoGlm { .. } => {
-            y.s > x.s + AUTOGLM_EPS || (y.s > x.s - AUTOGLM_EPS && y.left < x.left - AUTOGLM_EPS)
-        }
+        Mode::AutoGlm { .. } => autoglm_better(y.s, y.left, x.s, x.left),
     };
     if b_wins { b } else { a }
+}
+
+/// `autoglm`'s order: score `s` with leftover `left` beats the best so far (`bs`, `bl`) when
+/// it is higher by more than [`AUTOGLM_EPS`], or equal within it and the leftover is smaller.
+#[inline]
+pub(crate) fn autoglm_better(s: f64, left: f64, bs: f64, bl: f64) -> bool {
+    s > bs + AUTOGLM_EPS || (s > bs - AUTOGLM_EPS && left < bl - AUTOGLM_EPS)
 }
 
 impl Bases {

@@ -40,7 +40,7 @@ pub use baselines::{
     BestFit, DotProd, GpuClustering, GpuPacking, LeastAllocated, LeastLoaded, MostAllocated,
     RandomFit, RoundRobin,
 };
-pub use fgd::{AutoGlm, AutoGlmConfig, Fgd, TypicalPods, TypicalSpec};
+pub use fgd::{AutoGlm, AutoGlmConfig, Fgd, TypePrices, TypicalPods, TypicalSpec};
 
 /// Normalisation constant for CPU in BestFit and DotProd, in milli-CPU.
 ///
@@ -147,12 +147,14 @@ pub const POLICY_NAMES: [&str; 11] = [
 /// Extra names accepted by [`policy_by_name`] for experiments: `fgd-random-ties` is FGD with
 /// kube-scheduler's random choice among top-scored nodes; `autoglm-95` uses FGD's 95%
 /// typical pods; `autoglm-no-strand` drops the CPU-stranding term; `autoglm-no-scarcity`
-/// drops the host-scarcity factor (ablations).
-pub const EXTRA_POLICY_NAMES: [&str; 4] = [
+/// drops the host-scarcity factor; `autoglm-no-type-price` drops the GPU-type prices
+/// (ablations).
+pub const EXTRA_POLICY_NAMES: [&str; 5] = [
     "fgd-random-ties",
     "autoglm-95",
     "autoglm-no-strand",
     "autoglm-no-scarcity",
+    "autoglm-no-type-price",
 ];
 
 /// Errors building a policy.
@@ -204,6 +206,13 @@ pub fn policy_by_name(
             workload,
             AutoGlmConfig {
                 scarcity: 0.0,
+                ..AutoGlmConfig::default()
+            },
+        )),
+        "autoglm-no-type-price" => Box::new(AutoGlm::with_config(
+            workload,
+            AutoGlmConfig {
+                type_price: 0.0,
                 ..AutoGlmConfig::default()
             },
         )),

@@ -180,6 +180,11 @@ pub enum Variant {
     GpuType,
     /// CPU-only pods drawn 0.25x as often.
     FewCpu,
+    /// A third of GPU pods constrained to one GPU type drawn uniformly over the cluster's
+    /// types, so the rare types are asked for far beyond their capacity (openb: the 2 A10
+    /// GPUs get as many constrained pods as the 4,392 G2 GPUs). A stress case for type-aware
+    /// placement; listed after `few-cpu` so the earlier variants keep their numbering.
+    RareTypes,
 }
 
 impl Variant {
@@ -191,16 +196,24 @@ impl Variant {
             "multi-gpu" => Variant::MultiGpu,
             "gpu-type" => Variant::GpuType,
             "few-cpu" => Variant::FewCpu,
+            "rare-types" => Variant::RareTypes,
             _ => return None,
         })
     }
     /// CLI names.
-    pub const NAMES: [&'static str; 5] = ["default", "sharing", "multi-gpu", "gpu-type", "few-cpu"];
+    pub const NAMES: [&'static str; 6] = [
+        "default",
+        "sharing",
+        "multi-gpu",
+        "gpu-type",
+        "few-cpu",
+        "rare-types",
+    ];
 }
 
 /// Build a variant of `pods` with as many pods as the original: a weighted resample (for
-/// `Sharing`, `MultiGpu`, `FewCpu`) or the same list with GPU-type constraints (`GpuType`),
-/// deterministic for `seed`.
+/// `Sharing`, `MultiGpu`, `FewCpu`) or the same list with GPU-type constraints (`GpuType`,
+/// `RareTypes`), deterministic for `seed`.
 pub fn make_variant(
     pods: &[PodRequest],
     nodes: &[NodeState],
@@ -218,7 +231,7 @@ pub fn make_variant(
     };
     match variant {
         Variant::Default => pods.to_vec(),
-        Variant::GpuType => {
+        Variant::GpuType | Variant::RareTypes => {
             let mut models: Vec<(String, usize)> = Vec::new();
             for n in nodes {
                 if let Some(m) = n.gpu_model() {
@@ -233,6 +246,11 @@ pub fn make_variant(
                 .map(|p| {
                     let mut p = p.clone();
                     if p.gpu != GpuRequest::None && total > 0 && rng.random_bool(1.0 / 3.0) {
+                        if variant == Variant::RareTypes {
+                            let (m, _) = &models[rng.random_range(0..models.len())];
+                            p.gpu_types = vec![m.clone()];
+                            return p;
+                        }
                         let mut x = rng.random_range(0..total);
                         for (m, c) in &models {
                             if x < *c {
