@@ -17,9 +17,9 @@ use autoglm_api::{
     AssignedGpu, GpuAssignment, InferenceJob, InferenceJobStatus, ItemTotals, JobPhase,
     ReplicaProgress, ReplicaState, ReplicaStatus,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -357,23 +357,48 @@ fn progress_rate(pod: &Pod) -> f64 {
         .map_or(0.0, |p| p.items_per_second)
 }
 
-/// Whether the node of a bound pod is gone or NotReady for longer than the setting.
-fn node_lost(ctx: &Context, node: &str, now: Timestamp) -> Option<String> {
-    match ctx.nodes.get(&ObjectRef::new(node)) {
-        None => Some(format!("node {node} no longer exists")),
-        Some(n) if !node_ready(&n) => {
-            let since = n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .and_then(|c| c.last_transition_time.as_ref())
-                .map(|t| t.0);
-            let long = since
-                .is_none_or(|t| now.duration_since(t).as_secs() >= ctx.settings.node_lost_after_s);
-            long.then(|| format!("node {node} is NotReady"))
-        }
-        Some(_) => None,
+/// What the node of a bound pod says about the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodeHealth {
+    /// Ready (or not tracked as lost).
+    Ready,
+    /// NotReady since `since`, for less than `--node-lost-after-s`: it counts as lost at
+    /// `lost_at`, `remaining` from now.
+    NotReadyFor {
+        since: Timestamp,
+        lost_at: Timestamp,
+        remaining: Duration,
+    },
+    /// Gone, or NotReady for `--node-lost-after-s` or longer (or with no transition time):
+    /// the pod is deleted so the replica is placed again.
+    Lost(String),
+}
+
+/// [`NodeHealth`] of node `name` (`node`: its cached object, `None` when it no longer
+/// exists) at `now`, with the Ready condition's `lastTransitionTime` as the start of a
+/// NotReady spell and `lost_after_s` the setting `--node-lost-after-s`.
+fn node_health(node: Option<&Node>, name: &str, lost_after_s: i64, now: Timestamp) -> NodeHealth {
+    let Some(n) = node else {
+        return NodeHealth::Lost(format!("node {name} no longer exists"));
+    };
+    if node_ready(n) {
+        return NodeHealth::Ready;
+    }
+    let since = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0);
+    let lost_at = since.and_then(|t| t.checked_add(SignedDuration::from_secs(lost_after_s)).ok());
+    match (since, lost_at) {
+        (Some(since), Some(lost_at)) if now < lost_at => NodeHealth::NotReadyFor {
+            since,
+            lost_at,
+            remaining: Duration::from_secs(lost_at.duration_since(now).as_secs().max(1) as u64),
+        },
+        _ => NodeHealth::Lost(format!("node {name} is NotReady")),
     }
 }
 
@@ -621,7 +646,23 @@ async fn replica(
                 out.status.message.clone_from(&out.unschedulable);
             }
             Some(node) => {
-                if let Some(why) = node_lost(ctx, node, now) {
+                let cached = ctx.nodes.get(&ObjectRef::new(node));
+                let health =
+                    node_health(cached.as_deref(), node, ctx.settings.node_lost_after_s, now);
+                if let NodeHealth::NotReadyFor {
+                    since,
+                    lost_at,
+                    remaining,
+                } = health
+                {
+                    // Look again when the node would count as lost, not at the next resync.
+                    // Absolute times keep the message, and so the status, unchanged
+                    // between reconciles.
+                    out.requeue = Some(remaining);
+                    out.status.message = Some(format!(
+                        "node {node} is NotReady since {since}; the replica is placed again if it still is at {lost_at}"
+                    ));
+                } else if let NodeHealth::Lost(why) = health {
                     publish(
                         ctx,
                         job,
@@ -1016,6 +1057,55 @@ mod tests {
             .map(|r| backoff_delay(10, 300, r).as_secs())
             .collect();
         assert_eq!(d, [10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    fn node(ready: &str, since: Option<&str>) -> Node {
+        use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+        Node {
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    last_transition_time: since.map(|t| Time(t.parse().unwrap())),
+                    ..NodeCondition::default()
+                }]),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn node_health_counts_down_to_lost() {
+        let now: Timestamp = "2026-11-30T10:01:00Z".parse().unwrap();
+        let ready = node("True", Some("2026-11-30T09:00:00Z"));
+        assert_eq!(node_health(Some(&ready), "n1", 60, now), NodeHealth::Ready);
+        // NotReady since 10:00:15 with a 60 s limit: lost at 10:01:15, 15 s from now.
+        let spell = node("False", Some("2026-11-30T10:00:15Z"));
+        assert_eq!(
+            node_health(Some(&spell), "n1", 60, now),
+            NodeHealth::NotReadyFor {
+                since: "2026-11-30T10:00:15Z".parse().unwrap(),
+                lost_at: "2026-11-30T10:01:15Z".parse().unwrap(),
+                remaining: Duration::from_secs(15),
+            }
+        );
+        // Exactly at the limit, past it, with no transition time, or gone: lost.
+        let lost = NodeHealth::Lost("node n1 is NotReady".into());
+        let at_limit = node("Unknown", Some("2026-11-30T10:00:00Z"));
+        assert_eq!(node_health(Some(&at_limit), "n1", 60, now), lost);
+        assert_eq!(node_health(Some(&spell), "n1", 30, now), lost);
+        assert_eq!(node_health(Some(&node("False", None)), "n1", 60, now), lost);
+        assert_eq!(
+            node_health(None, "n1", 60, now),
+            NodeHealth::Lost("node n1 no longer exists".into())
+        );
+        // Under a second left rounds up to one, so the requeue is never zero.
+        let late: Timestamp = "2026-11-30T10:01:14.5Z".parse().unwrap();
+        assert!(matches!(
+            node_health(Some(&spell), "n1", 60, late),
+            NodeHealth::NotReadyFor { remaining, .. } if remaining == Duration::from_secs(1)
+        ));
     }
 
     #[test]

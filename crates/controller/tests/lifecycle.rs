@@ -1,13 +1,16 @@
 //! Job lifecycle against a real control plane with KWOK nodes: dependsOn chains and cycles,
-//! priority order as capacity frees, failure retries with growing backoff.
+//! priority order as capacity frees, failure retries with growing backoff, a replica moved off
+//! a node that stays NotReady.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use autoglm_api::JobPhase;
 use common::{A100, Env, job_spec, node_of, wait_for};
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 /// A one-replica, one-GPU [`job_spec`] with the fields of `extra` set on top.
@@ -234,4 +237,91 @@ async fn a_failed_replica_is_retried_with_growing_delay_and_the_job_fails_after_
         failed.message
     );
     assert_eq!(status.replicas[0].restarts, 2);
+}
+
+/// A replica whose node goes NotReady stays while the node may come back, and is placed on
+/// another node once `--node-lost-after-s` has passed: the reconciler looks again at that
+/// moment instead of at its 60 s resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_leaves_a_node_that_stays_not_ready_after_the_limit() {
+    let env = Env::new("ctl-lost").await;
+    env.add_node("a100-0", A100, 1).await;
+    env.add_node("a100-1", A100, 1).await;
+    env.wait_nodes_ready(2).await;
+    let _ctl = env.controller(&["--node-lost-after-s", "8"]);
+    env.apply_job("move", spec(json!({}))).await;
+    let first = running_pod(&env, "move").await;
+    let pods = env.job_pods("move").await;
+    let lost = pods
+        .iter()
+        .find(|p| p.name_any() == first)
+        .and_then(node_of)
+        .expect("the running pod is bound");
+    // Take the node from KWOK (which would keep it Ready), then mark it NotReady.
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    nodes
+        .patch(
+            &lost,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"kwok.x-k8s.io/node": null}}})),
+        )
+        .await
+        .expect("unmanage the node");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    nodes
+        .patch_status(
+            &lost,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "KubeletStopped",
+                "message": "test: kubelet stopped", "lastTransitionTime": now, "lastHeartbeatTime": now,
+            }]}})),
+        )
+        .await
+        .expect("mark the node NotReady");
+    let t0 = Instant::now();
+    // While the node may still come back the replica stays, and its status says until when.
+    let message = wait_for(Duration::from_secs(6), "the NotReady message", || async {
+        let job = env.job("move").await;
+        let m = job.status?.replicas.first()?.message.clone()?;
+        m.contains("is NotReady since").then_some(m)
+    })
+    .await;
+    assert!(message.contains(&lost), "{message}");
+    assert!(
+        env.job_pods("move")
+            .await
+            .iter()
+            .any(|p| p.name_any() == first && p.metadata.deletion_timestamp.is_none()),
+        "the replica must not move before the limit"
+    );
+    // After the limit (8 s, whole seconds) it runs on the other node, well before a resync.
+    let second = wait_for(Duration::from_secs(40), "a Running replacement", || async {
+        let pods = env.job_pods("move").await;
+        let live: Vec<_> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && !common::is_terminal(p))
+            .collect();
+        let p = live.first()?;
+        (live.len() == 1
+            && p.name_any() != first
+            && p.status.as_ref()?.phase.as_deref() == Some("Running"))
+        .then(|| p.name_any())
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_ne!(second, first);
+    let pods = env.job_pods("move").await;
+    let on = pods
+        .iter()
+        .find(|p| p.name_any() == second)
+        .and_then(node_of);
+    assert!(
+        on.is_some() && on.as_deref() != Some(lost.as_str()),
+        "moved to {on:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(30),
+        "moved after {took:?}; expected about 8 s"
+    );
 }
