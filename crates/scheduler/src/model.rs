@@ -257,6 +257,29 @@ impl NodeState {
     pub fn gpu_model(&self) -> Option<&str> {
         self.gpus.first().map(|g| g.model.as_str())
     }
+    /// Whether the node, with nothing allocated, has at least `num_gpu` GPUs and `cpu_milli`
+    /// milli-CPU (GPU type, memory, taints and labels not checked): the "host" test of the
+    /// fragmentation policies' scarcity weights and type prices.
+    pub fn could_host(&self, num_gpu: u32, cpu_milli: u64) -> bool {
+        self.gpus.len() >= num_gpu as usize && self.cpu_milli >= cpu_milli
+    }
+}
+
+/// The GPU models of `nodes` in order of first appearance, and each node's index into that
+/// list (`None` for a node without GPUs).
+pub fn gpu_model_ids(nodes: &[NodeState]) -> (Vec<String>, Vec<Option<usize>>) {
+    let mut models: Vec<String> = Vec::new();
+    let ids = nodes
+        .iter()
+        .map(|n| {
+            let m = n.gpu_model()?;
+            Some(models.iter().position(|x| x == m).unwrap_or_else(|| {
+                models.push(m.to_string());
+                models.len() - 1
+            }))
+        })
+        .collect();
+    (models, ids)
 }
 
 /// What a pod asks of GPUs.

@@ -213,10 +213,10 @@ fn whole(count: u32, ty: Option<&str>) -> PodRequest {
 
 #[test]
 fn type_prices_by_hand() {
-    // T4: 2 GPUs, V100: 4 GPUs, A10: 1 GPU with 4 vCPUs.
+    // T4: 2 GPUs, V100: 3 GPUs, A10: 1 GPU with 4 vCPUs.
     let mut c = Cluster::new(vec![
         NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
-        NodeState::new("v100", 32_000, 65_536, 4, "V100", 16_384),
+        NodeState::new("v100", 32_000, 65_536, 3, "V100", 16_384),
         NodeState::new("a10", 4_000, 65_536, 1, "A10", 16_384),
     ]);
     let mut a10_cpu_heavy = PodRequest::new(
@@ -229,25 +229,32 @@ fn type_prices_by_hand() {
         },
     );
     a10_cpu_heavy.gpu_types = vec!["A10".into()];
-    // GPU demand 1000 + 1000 + 2000 + 500 + 8000 = 12,500 milli-GPU. Shares of the groups
-    // that name a type: T4 x1 0.08, V100 x2 0.16; the A10 pod needs 8 vCPUs (the A10 node
-    // has 4) and the T4 x8 pod 8 GPUs (the T4 node has 2), so no node hosts them: no price.
+    let mut either = whole(1, None);
+    either.gpu_types = vec!["V100".into(), "T4".into()];
+    // GPU demand 1000 + 1000 + 2000 + 500 + 8000 + 1000 = 13,500 milli-GPU. Groups that name
+    // a type, with their shares: T4 x1 1000/13500, V100 x2 2000/13500, {T4, V100} x1
+    // 1000/13500. The A10 pod needs 8 vCPUs (the A10 node has 4) and the T4 x8 pod 8 GPUs
+    // (the T4 node has 2): no node hosts them, so they price nothing.
     let workload = [
         whole(1, None),
         whole(1, Some("T4")),
         whole(2, Some("V100")),
         a10_cpu_heavy,
         whole(8, Some("T4")),
+        either,
     ];
-    // Idle: free T4 2000, V100 4000, A10 1000, all 7000 milli-GPU.
-    // T4: 0.08 * 7000 / 2000 = 0.28; V100: 0.16 * 7000 / 4000 = 0.28; A10: 0.
+    let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-12, "{got} != {want}");
+    // Idle: free T4 2000, V100 3000, A10 1000, all 6000 milli-GPU; {T4, V100} 5000.
+    // T4: 1000/13500 * 6000/2000 + 1000/13500 * 6000/5000 = (3000 + 1200) / 13500;
+    // V100: 2000/13500 * 6000/3000 + 1000/13500 * 6000/5000 = (4000 + 1200) / 13500.
     let p = TypePrices::for_workload(&workload, &c).unwrap();
-    assert!((p.of_model("T4") - 0.28).abs() < 1e-12, "{p:?}");
-    assert!((p.of_model("V100") - 0.28).abs() < 1e-12, "{p:?}");
+    near(p.of_model("T4"), 4200.0 / 13500.0);
+    near(p.of_model("V100"), 5200.0 / 13500.0);
     assert_eq!(p.of_model("A10"), 0.0);
     assert_eq!(p.of_node(2), 0.0);
-    // One GPU of the T4 node taken: all 6000 free; T4: 0.08 * 6000 / 1000 = 0.48,
-    // V100: 0.16 * 6000 / 4000 = 0.24.
+    // One GPU of the T4 node taken: T4 1000, V100 3000, all 5000, {T4, V100} 4000.
+    // T4: 1000/13500 * 5000/1000 + 1000/13500 * 5000/4000 = (5000 + 1250) / 13500;
+    // V100: 2000/13500 * 5000/3000 + 1000/13500 * 5000/4000 = (10000/3 + 1250) / 13500.
     let first = whole(1, None);
     let at_t4 = Placement {
         node: 0,
@@ -260,8 +267,8 @@ fn type_prices_by_hand() {
     };
     c.allocate(&first, &at_t4).unwrap();
     let p = TypePrices::for_workload(&workload, &c).unwrap();
-    assert!((p.of_node(0) - 0.48).abs() < 1e-12, "{p:?}");
-    assert!((p.of_node(1) - 0.24).abs() < 1e-12, "{p:?}");
+    near(p.of_node(0), 6250.0 / 13500.0);
+    near(p.of_node(1), (10_000.0 / 3.0 + 1250.0) / 13500.0);
     // No pod names a type: no prices.
     assert_eq!(TypePrices::for_workload(&[whole(1, None)], &c), None);
 }
@@ -269,8 +276,9 @@ fn type_prices_by_hand() {
 #[test]
 fn type_prices_move_unconstrained_pods_off_scarce_types() {
     // A 2-GPU T4 node and a 4-GPU V100 node. Workload: one 1-GPU pod limited to each type
-    // and two unconstrained 1-GPU pods (shares 0.25 each, of pods and of GPU demand). Host
-    // scarcity: each limited spec fits 1 of the 2 GPU nodes, weight 0.25 * (2 / 1)^2 = 1.
+    // and two unconstrained 1-GPU pods (one typical shape of weight 0.5; the limited ones 0.25
+    // each, of pods and of GPU demand). Host scarcity: each limited spec fits 1 of the 2 GPU
+    // nodes, weight 0.25 * (2 / 1)^2 = 1.
     // Local score of one unconstrained GPU on either node: every 1-GPU spec still fits
     // afterwards, and the spec limited to the other type counts the node's free GPUs as
     // fragment (FGD's rule), which drops by 1000: delta_frag = -1 * 1000, score +1000 on
@@ -302,8 +310,47 @@ fn type_prices_move_unconstrained_pods_off_scarce_types() {
     // Without the price the equal scores go to the smaller leftover: the T4 node.
     let mut plain = policy_by_name("autoglm-no-type-price", 0, &workload).unwrap();
     assert_eq!(c.place(&req, plain.as_mut()).unwrap().node, 0);
-    // A pod limited to T4 still goes there (the V100 node is not feasible for it).
-    assert_eq!(c.place(&workload[0], &mut ag).unwrap().node, 0);
+    // A pod that may use either type scores like the unconstrained one (the local score
+    // depends on the workload, not on the request's types): the price sends it to V100 too.
+    let mut either = whole(1, None);
+    either.gpu_types = vec!["T4".into(), "V100".into()];
+    assert_eq!(c.place(&either, &mut ag).unwrap().node, 1);
+    assert_eq!(c.place(&either, plain.as_mut()).unwrap().node, 0);
+}
+
+#[test]
+fn autoglm_moved_to_another_cluster_decides_as_a_fresh_one() {
+    // Host scarcity is worked out per cluster; a policy that served one cluster must not carry
+    // (or compound) those weights into the next, of the same or another size.
+    let mut big = whole(8, None);
+    big.cpu_milli = 100_000;
+    let workload = [whole(1, None), whole(1, None), big];
+    let first = Cluster::new(vec![
+        NodeState::new("g3", 128_000, 524_288, 8, "G3", 16_384),
+        NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
+    ]);
+    // 8-GPU, 100-vCPU hosts: 1 of 2 GPU nodes here (weight x4), 2 of 2 (x1) and 2 of 3 (x2.25)
+    // in the next two.
+    let same_size = Cluster::new(vec![
+        NodeState::new("g3a", 128_000, 524_288, 8, "G3", 16_384),
+        NodeState::new("g3b", 128_000, 524_288, 8, "G3", 16_384),
+    ]);
+    let mut larger = same_size.clone();
+    larger
+        .nodes
+        .push(NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384));
+    larger.resync();
+    let req = whole(1, None);
+    let mut reused = AutoGlm::from_workload(&workload);
+    c_place(&first, &req, &mut reused);
+    for next in [&same_size, &larger, &first] {
+        let fresh = c_place(next, &req, &mut AutoGlm::from_workload(&workload));
+        assert_eq!(c_place(next, &req, &mut reused), fresh);
+    }
+}
+
+fn c_place(c: &Cluster, req: &PodRequest, policy: &mut AutoGlm) -> Placement {
+    c.place(req, policy).unwrap()
 }
 
 // ---- properties ----

@@ -30,13 +30,13 @@
 //! Policies here cache per-node values keyed by [`crate::model::NodeState::generation`]: use
 //! one policy instance per cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::frag_index::{FragIndex, Mode, autoglm_better};
 use super::{GpuPick, Policy, TieBreak, filter_then_select, to_placement};
 use crate::feasibility::{Unschedulable, explain};
 use crate::model::{
-    Cluster, GpuRequest, NodeState, NodeSummary, Placement, PodRequest, SUMMARY_GPUS,
+    Cluster, GpuRequest, NodeState, NodeSummary, Placement, PodRequest, SUMMARY_GPUS, gpu_model_ids,
 };
 
 /// One typical pod spec and its share of the workload.
@@ -417,8 +417,9 @@ pub struct AutoGlmConfig {
     /// failures of 120-vCPU 8-GPU pods on the default list (docs/benchmarks.md).
     pub scarcity: f64,
     /// Weight of the GPU-type price ([`TypePrices`]), in milli-GPU of score per milli-GPU
-    /// placed per unit of price; 0 disables it. 1.0: a unit of price costs as much as a
-    /// milli-GPU of fragmentation growth. Has no effect when no pod names a GPU type.
+    /// placed per unit of price; finite and at least 0, and 0 disables it. 1.0: a unit of
+    /// price costs as much as a milli-GPU of fragmentation growth. Has no effect when no pod
+    /// names a GPU type.
     pub type_price: f64,
 }
 
@@ -457,8 +458,8 @@ impl Default for AutoGlmConfig {
 ///    grows with the demand of the pods that can use only a few types, including `t`, over
 ///    the free capacity of those types. FGD's measure is local to a node and cannot see a
 ///    type running out: on the `gpu-type` variant both FGD and the first `autoglm` filled
-///    the 2-GPU T4 and P100 nodes with unconstrained pods by 40% arrived and then failed the
-///    pods that can only use them (docs/benchmarks.md, "GPU-type prices").
+///    the small T4 and P100 nodes (1 to 4 GPUs) with unconstrained pods by 40% arrived and
+///    then failed the pods that can only use them (docs/benchmarks.md, "GPU-type prices").
 ///
 /// Score (higher is better): `-(delta_frag + w * delta_strand) - type_price * price(t) * g`
 /// in milli-GPU. [`Policy::score`] returns the part without the type price, which is a
@@ -477,7 +478,10 @@ pub struct AutoGlm {
     cache: FragCache,
     config: AutoGlmConfig,
     rho_cpu: f64,
-    scarcity_for: Option<usize>,
+    /// The cluster ([`Cluster::identity`], node count) the scarcity weights are for.
+    scarcity_for: Option<(u64, usize)>,
+    /// Shape weights before host scarcity, in `typical`'s order.
+    base_weights: Vec<f64>,
     index: FragIndex,
     /// GPU demand of the pods that name GPU types, by constraint (see [`TypePrices`]).
     constrained: Vec<ConstrainedDemand>,
@@ -499,15 +503,17 @@ impl AutoGlm {
                 cpu += p.cpu_milli as f64;
             }
         }
+        let base_weights = typical.specs.iter().map(|s| s.weight).collect();
         Self {
             typical,
             cache: FragCache::default(),
             config,
             rho_cpu: if cpu > 0.0 { gpu / cpu } else { 0.0 },
             scarcity_for: None,
+            base_weights,
             index: FragIndex::default(),
             constrained: if config.type_price > 0.0 {
-                ConstrainedDemand::of(workload)
+                ConstrainedDemand::from_requests(workload)
             } else {
                 Vec::new()
             },
@@ -530,38 +536,37 @@ impl AutoGlm {
         self.prices.as_ref()
     }
     /// Scale each shape's weight by `GPU nodes / nodes that could host it when idle`, once
-    /// per cluster size: shapes only a few nodes can ever host (e.g. 8 GPUs with 120 vCPUs:
-    /// 39 of 1,213 openb nodes) weigh more, so those nodes are kept for them.
+    /// per cluster ([`Cluster::identity`]): shapes only a few nodes can ever host (e.g. 8 GPUs
+    /// with 120 vCPUs: 39 of 1,213 openb nodes) weigh more, so those nodes are kept for them.
+    /// Always from the workload's own weights, so a policy moved to another cluster does not
+    /// compound the factors.
     fn apply_scarcity(&mut self, cluster: &Cluster) {
-        if self.config.scarcity == 0.0 || self.scarcity_for == Some(cluster.nodes.len()) {
+        let key = (cluster.identity(), cluster.nodes.len());
+        if self.config.scarcity == 0.0 || self.scarcity_for == Some(key) {
             return;
         }
-        self.scarcity_for = Some(cluster.nodes.len());
+        self.scarcity_for = Some(key);
         let gpu_nodes = cluster
             .nodes
             .iter()
             .filter(|n| !n.gpus.is_empty())
             .count()
             .max(1) as f64;
-        for s in &mut self.typical.specs {
+        for (s, &base) in self.typical.specs.iter_mut().zip(&self.base_weights) {
             if s.num_gpu == 0 {
                 continue;
             }
             let hosts = cluster
                 .nodes
                 .iter()
-                .filter(|n| {
-                    n.gpus.len() >= s.num_gpu as usize
-                        && n.cpu_milli >= s.cpu_milli
-                        && s.allows(n.gpu_model())
-                })
+                .filter(|n| n.could_host(s.num_gpu, s.cpu_milli) && s.allows(n.gpu_model()))
                 .count();
             let m = if hosts == 0 {
                 1.0
             } else {
                 gpu_nodes / hosts as f64
             };
-            s.weight *= m.powf(self.config.scarcity);
+            s.weight = base * m.powf(self.config.scarcity);
         }
         self.cache = FragCache::default();
         self.index.reset();
@@ -601,9 +606,8 @@ struct ConstrainedDemand {
 impl ConstrainedDemand {
     /// The groups of `workload`, in a fixed order (sorted by key); empty when no GPU pod
     /// names a GPU type.
-    fn of(workload: &[PodRequest]) -> Vec<Self> {
-        let mut groups: std::collections::BTreeMap<(Vec<String>, u32, u64), u64> =
-            std::collections::BTreeMap::new();
+    fn from_requests(workload: &[PodRequest]) -> Vec<Self> {
+        let mut groups: BTreeMap<(Vec<String>, u32, u64), u64> = BTreeMap::new();
         let mut total = 0u64;
         for p in workload {
             let milli = p.gpu.total_milli();
@@ -644,15 +648,20 @@ impl ConstrainedDemand {
 /// could go anywhere move to the others. Groups with no host, or whose types have no free
 /// capacity left, add nothing (no placement can help them).
 ///
+/// Simplifications: pods asking only GPU memory (0 milli-GPU) are neither priced nor
+/// counted; memory is not part of the host test; `S_m` counts every node of the types in
+/// `T_m`, including nodes of those types too small for the group.
+///
 /// The node-to-type table is built once per cluster ([`Cluster::identity`]) and the prices are
-/// recomputed from the free milli-GPU of every node before each decision: O(nodes x GPUs).
+/// recomputed from the free milli-GPU of every node before each GPU decision:
+/// O(nodes x GPUs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypePrices {
     cluster: (u64, usize),
     /// GPU models of the cluster, in order of first appearance.
     models: Vec<String>,
-    /// Index into `models` per node; `usize::MAX` for a node without GPUs.
-    node_model: Vec<usize>,
+    /// Index into `models` per node; `None` for a node without GPUs.
+    node_model: Vec<Option<usize>>,
     /// Per group: its share and the indexes of the models in `T_m`.
     groups: Vec<(f64, Vec<usize>)>,
     /// Price per model.
@@ -663,7 +672,7 @@ impl TypePrices {
     /// Prices for `workload`'s type-constrained pods on the current state of `cluster`;
     /// `None` when no GPU pod of the workload names a GPU type.
     pub fn for_workload(workload: &[PodRequest], cluster: &Cluster) -> Option<Self> {
-        let groups = ConstrainedDemand::of(workload);
+        let groups = ConstrainedDemand::from_requests(workload);
         (!groups.is_empty()).then(|| Self::update(None, &groups, cluster))
     }
 
@@ -679,34 +688,19 @@ impl TypePrices {
     }
 
     fn build(groups: &[ConstrainedDemand], cluster: &Cluster) -> Self {
-        let mut models: Vec<String> = Vec::new();
-        let node_model = cluster
-            .nodes
-            .iter()
-            .map(|n| match n.gpu_model() {
-                None => usize::MAX,
-                Some(m) => models.iter().position(|x| x == m).unwrap_or_else(|| {
-                    models.push(m.to_string());
-                    models.len() - 1
-                }),
-            })
-            .collect();
+        let (models, node_model) = gpu_model_ids(&cluster.nodes);
         let groups = groups
             .iter()
             .map(|g| {
-                let hosts = models
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, m)| {
-                        g.types.iter().any(|t| t == *m)
-                            && cluster.nodes.iter().any(|n| {
-                                n.gpu_model() == Some(m.as_str())
-                                    && n.gpus.len() >= g.num_gpu as usize
-                                    && n.cpu_milli >= g.cpu_milli
-                            })
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
+                let hosts =
+                    (0..models.len())
+                        .filter(|&t| {
+                            g.types.contains(&models[t])
+                                && cluster.nodes.iter().zip(&node_model).any(|(n, &m)| {
+                                    m == Some(t) && n.could_host(g.num_gpu, g.cpu_milli)
+                                })
+                        })
+                        .collect();
                 (g.share, hosts)
             })
             .collect();
@@ -722,7 +716,7 @@ impl TypePrices {
     fn reprice(&mut self, cluster: &Cluster) {
         let mut free = vec![0u64; self.models.len()];
         for (n, &m) in cluster.nodes.iter().zip(&self.node_model) {
-            if m != usize::MAX {
+            if let Some(m) = m {
                 free[m] += u64::from(n.gpu_milli_free());
             }
         }
@@ -751,7 +745,7 @@ impl TypePrices {
     /// The price of node `node`'s GPU type (0 for a node without GPUs).
     pub fn of_node(&self, node: usize) -> f64 {
         match self.node_model.get(node) {
-            Some(&m) if m != usize::MAX => self.price[m],
+            Some(&Some(m)) => self.price[m],
             _ => 0.0,
         }
     }

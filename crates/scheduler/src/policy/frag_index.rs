@@ -40,7 +40,7 @@ use std::collections::HashMap;
 
 use super::fgd::{TypicalPods, fgd_int_score};
 use crate::feasibility::summary_fits;
-use crate::model::{Cluster, GpuRequest, MILLI_PER_GPU, NodeSummary, PodRequest};
+use crate::model::{Cluster, GpuRequest, MILLI_PER_GPU, NodeSummary, PodRequest, gpu_model_ids};
 
 /// Memory allowed for the rows of one index, in bytes (64 MiB: ~230 rows at 10,000 nodes,
 /// against 151 distinct requests in the openb default list).
@@ -177,6 +177,7 @@ impl FragIndex {
         mode: Mode,
         cost: impl Fn(usize) -> f64,
     ) -> Option<(usize, f64)> {
+        debug_assert!(matches!(mode, Mode::AutoGlm { .. }), "autoglm's order only");
         let row = self.row(cluster, req, typical, mode)?;
         let mut best: Option<(f64, f64, usize)> = None;
         for (i, l) in row.leaf.iter().enumerate() {
@@ -293,24 +294,11 @@ impl FragIndex {
     /// Start over on a new cluster: model ids, spec table, empty bases and rows.
     fn start(&mut self, cluster: &Cluster, typical: &TypicalPods) {
         let n = cluster.nodes.len();
-        let mut models: Vec<String> = Vec::new();
-        let model = cluster
-            .nodes
+        let (models, ids) = gpu_model_ids(&cluster.nodes);
+        // Distinct GPU models per cluster: far below 65,535.
+        let model = ids
             .iter()
-            .map(|node| match node.gpu_model() {
-                None => 0,
-                Some(m) => {
-                    let id = match models.iter().position(|x| x == m) {
-                        Some(i) => i,
-                        None => {
-                            models.push(m.to_string());
-                            models.len() - 1
-                        }
-                    };
-                    // Distinct GPU models per cluster: far below 65,535.
-                    (id + 1) as u16
-                }
-            })
+            .map(|id| id.map_or(0, |i| (i + 1) as u16))
             .collect();
         let specs = typical
             .specs

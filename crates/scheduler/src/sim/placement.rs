@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::model::{Cluster, GpuRequest, NodeState, PodRequest};
+use crate::model::{Cluster, GpuRequest, NodeState, PodRequest, gpu_model_ids};
 use crate::policy::{Placer, Policy, TypicalPods, fgd::cluster_frag};
 
 /// Target inflation: 130% of the cluster's GPU capacity.
@@ -183,7 +183,7 @@ pub enum Variant {
     /// A third of GPU pods constrained to one GPU type drawn uniformly over the cluster's
     /// types, so the rare types are asked for far beyond their capacity (openb: the 2 A10
     /// GPUs get as many constrained pods as the 4,392 G2 GPUs). A stress case for type-aware
-    /// placement; listed after `few-cpu` so the earlier variants keep their numbering.
+    /// placement; listed last because [`Variant::NAMES`] is indexed by the discriminant.
     RareTypes,
 }
 
@@ -232,13 +232,11 @@ pub fn make_variant(
     match variant {
         Variant::Default => pods.to_vec(),
         Variant::GpuType | Variant::RareTypes => {
-            let mut models: Vec<(String, usize)> = Vec::new();
-            for n in nodes {
-                if let Some(m) = n.gpu_model() {
-                    match models.iter_mut().find(|(x, _)| x == m) {
-                        Some((_, c)) => *c += n.gpus.len(),
-                        None => models.push((m.to_string(), n.gpus.len())),
-                    }
+            let (names, ids) = gpu_model_ids(nodes);
+            let mut models: Vec<(String, usize)> = names.into_iter().map(|m| (m, 0)).collect();
+            for (n, id) in nodes.iter().zip(&ids) {
+                if let Some(i) = id {
+                    models[*i].1 += n.gpus.len();
                 }
             }
             let total: usize = models.iter().map(|(_, c)| c).sum();
