@@ -151,14 +151,9 @@ proptest! {
     }
 }
 
-/// Long run on one cluster: the change journal is truncated (about 2 entries per node are
-/// kept) and rows fall behind it; decisions still match the plain scan.
-#[test]
-fn journal_truncation_keeps_answers() {
-    let nodes: Vec<NodeState> = (0..6)
-        .map(|i| NodeState::new(format!("n{i}"), 32_000, 131_072, 4, "T4", 16_384))
-        .collect();
-    let a = PodRequest::new(
+/// A pod asking 300 milli-GPU of one GPU and 1 vCPU.
+fn shared_300() -> PodRequest {
+    PodRequest::new(
         "a",
         1000,
         1024,
@@ -166,7 +161,17 @@ fn journal_truncation_keeps_answers() {
             milli: 300,
             mem_mib: 0,
         },
-    );
+    )
+}
+
+/// Long run on one cluster: the change journal is truncated (about 2 entries per node are
+/// kept) and rows fall behind it; decisions still match the plain scan.
+#[test]
+fn journal_truncation_keeps_answers() {
+    let nodes: Vec<NodeState> = (0..6)
+        .map(|i| NodeState::new(format!("n{i}"), 32_000, 131_072, 4, "T4", 16_384))
+        .collect();
+    let a = shared_300();
     let b = PodRequest::new("b", 2000, 2048, GpuRequest::Whole { count: 1 });
     let rare = PodRequest::new("r", 500, 512, GpuRequest::None);
     let pool = [a.clone(), b.clone(), rare.clone()];
@@ -193,6 +198,41 @@ fn journal_truncation_keeps_answers() {
         fgd.place(&c, &rare, &mut scratch).ok(),
         fgd_plain(&typical, &c, &rare)
     );
+}
+
+/// The same churn for `autoglm` with GPU-type prices (a pod limited to T4 in the pool, and a
+/// second model so the prices differ): its free-capacity tally follows the change journal
+/// and falls back to a full pass once the journal is truncated; decisions still match a fresh
+/// policy's plain scan.
+#[test]
+fn journal_truncation_keeps_type_prices() {
+    let mut nodes: Vec<NodeState> = (0..4)
+        .map(|i| NodeState::new(format!("t{i}"), 32_000, 131_072, 4, "T4", 16_384))
+        .collect();
+    nodes.extend(
+        (0..2).map(|i| NodeState::new(format!("v{i}"), 32_000, 131_072, 4, "V100", 16_384)),
+    );
+    let a = shared_300();
+    let mut t4 = PodRequest::new("t4", 2000, 2048, GpuRequest::Whole { count: 1 });
+    t4.gpu_types = vec!["T4".into()];
+    let pool = [a.clone(), t4.clone()];
+    let mut c = Cluster::new(nodes);
+    let mut agl = AutoGlm::from_workload(&pool);
+    let mut scratch = Vec::new();
+    for round in 0..1500 {
+        let req = if round % 2 == 0 { &a } else { &t4 };
+        let p = agl.place(&c, req, &mut scratch).unwrap();
+        assert_eq!(
+            Some(&p),
+            autoglm_plain(&pool, &c, req).as_ref(),
+            "round {round}"
+        );
+        c.allocate(req, &p).unwrap();
+        if round % 100 != 0 {
+            c.release(req, &p).unwrap();
+        }
+    }
+    assert!(agl.type_prices().is_some_and(|p| p.of_model("T4") > 0.0));
 }
 
 #[test]

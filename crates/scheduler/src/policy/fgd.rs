@@ -127,9 +127,15 @@ impl TypicalPods {
         if total == 0 {
             return 0.0;
         }
-        let mut f = 0.0;
+        // Specs that cannot use this GPU model count all free milli-GPU as fragment; their
+        // weights are summed apart (in spec order) and added last, as the index does.
+        let (mut f, mut other) = (0.0, 0.0);
         for s in &self.specs {
-            let part = if s.milli == 0 || !s.allows(model) || cpu_free < s.cpu_milli {
+            if !s.allows(model) {
+                other += s.weight;
+                continue;
+            }
+            let part = if s.milli == 0 || cpu_free < s.cpu_milli {
                 total
             } else {
                 let mut fit = 0u32;
@@ -145,7 +151,7 @@ impl TypicalPods {
             };
             f += s.weight * f64::from(part);
         }
-        f
+        f + other * f64::from(total)
     }
 
     /// [`TypicalPods::node_frag`] of a node's current state.
@@ -652,9 +658,9 @@ impl ConstrainedDemand {
 /// counted; memory is not part of the host test; `S_m` counts every node of the types in
 /// `T_m`, including nodes of those types too small for the group.
 ///
-/// The node-to-type table is built once per cluster ([`Cluster::identity`]) and the prices are
-/// recomputed from the free milli-GPU of every node before each GPU decision:
-/// O(nodes x GPUs).
+/// The node-to-type table is built once per cluster ([`Cluster::identity`]); before each GPU
+/// decision the free milli-GPU per type is updated from the nodes changed since the last one
+/// ([`Cluster::changes_since`]) and the prices are recomputed: O(changed nodes + groups).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypePrices {
     cluster: (u64, usize),
@@ -666,6 +672,10 @@ pub struct TypePrices {
     groups: Vec<(f64, Vec<usize>)>,
     /// Price per model.
     price: Vec<f64>,
+    /// Free milli-GPU per model, per node, and the cluster change count they reflect.
+    free: Vec<u64>,
+    node_free: Vec<u32>,
+    seen: u64,
 }
 
 impl TypePrices {
@@ -710,20 +720,42 @@ impl TypePrices {
             models,
             node_model,
             groups,
+            free: Vec::new(),
+            node_free: Vec::new(),
+            seen: 0,
         }
     }
 
+    /// Bring the free milli-GPU per model up to date (from the cluster's change journal when
+    /// it reaches back far enough, else by a pass over every node; integer sums, so both give
+    /// the same value) and recompute the prices.
     fn reprice(&mut self, cluster: &Cluster) {
-        let mut free = vec![0u64; self.models.len()];
-        for (n, &m) in cluster.nodes.iter().zip(&self.node_model) {
-            if let Some(m) = m {
-                free[m] += u64::from(n.gpu_milli_free());
+        match cluster.changes_since(self.seen) {
+            Some(changed) if self.node_free.len() == cluster.nodes.len() => {
+                for &c in changed {
+                    let i = c as usize;
+                    let now = cluster.nodes[i].gpu_milli_free();
+                    if let Some(m) = self.node_model[i] {
+                        self.free[m] = self.free[m] - u64::from(self.node_free[i]) + u64::from(now);
+                    }
+                    self.node_free[i] = now;
+                }
+            }
+            _ => {
+                self.free = vec![0; self.models.len()];
+                self.node_free = cluster.nodes.iter().map(|n| n.gpu_milli_free()).collect();
+                for (&g, &m) in self.node_free.iter().zip(&self.node_model) {
+                    if let Some(m) = m {
+                        self.free[m] += u64::from(g);
+                    }
+                }
             }
         }
-        let all: u64 = free.iter().sum();
+        self.seen = cluster.change_count();
+        let all: u64 = self.free.iter().sum();
         self.price.iter_mut().for_each(|p| *p = 0.0);
         for (share, hosts) in &self.groups {
-            let supply: u64 = hosts.iter().map(|&t| free[t]).sum();
+            let supply: u64 = hosts.iter().map(|&t| self.free[t]).sum();
             if supply == 0 {
                 continue;
             }

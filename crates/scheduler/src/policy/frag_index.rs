@@ -18,10 +18,11 @@
 //!   name GPU types).
 //!
 //! # Guarantees
-//! - The score of each node is computed with the same integer parts, summed in the same spec
-//!   order, as [`super::fgd::TypicalPods::node_frag`], so it is bit-identical to the
-//!   straightforward scoring; the tree keeps the first top-scored node in node order
-//!   (`Fgd`).
+//! - The score of each node is computed with the same integer parts, summed in the same order,
+//!   as [`super::fgd::TypicalPods::node_frag`] (the specs that can use the node's GPU model in
+//!   spec order, then the summed weight of the others times the free milli-GPU), so it is
+//!   bit-identical to the straightforward scoring; the tree keeps the first top-scored node in
+//!   node order (`Fgd`).
 //! - Feasibility is [`crate::feasibility::check_node`]'s answer: the index is used only when
 //!   every node is [`crate::model::NodeSummary::regular`] and the request has no node
 //!   selector ([`FragIndex::usable`]).
@@ -125,8 +126,12 @@ struct Bases {
     model: Vec<u16>,
     models: Vec<String>,
     base: Vec<Base>,
-    /// Per node and spec: (GPUs with free >= spec milli, free milli-GPU on the others).
+    /// Per node and spec: (GPUs with free >= spec milli, free milli-GPU on the others);
+    /// kept only for the specs that can use the node's GPU model.
     fit_small: Vec<(u32, u32)>,
+    /// Per model id: the specs that can use it, in spec order, and the summed weight (in
+    /// spec order) of those that cannot (they count all free milli-GPU as fragment).
+    usable: Vec<(Vec<usize>, f64)>,
 }
 
 /// The index; see the module docs.
@@ -331,7 +336,21 @@ impl FragIndex {
                 n
             ],
             fit_small: vec![(0, 0); n * t],
+            usable: Vec::new(),
         };
+        self.bases.usable = (0..=self.bases.models.len())
+            .map(|model| {
+                let (mut specs, mut other) = (Vec::new(), 0.0);
+                for (m, spec) in self.bases.specs.iter().enumerate() {
+                    if spec.allows[model] {
+                        specs.push(m);
+                    } else {
+                        other += spec.weight;
+                    }
+                }
+                (specs, other)
+            })
+            .collect();
         self.rows.clear();
         self.p = n.next_power_of_two().max(1);
         self.cluster = Some((cluster.identity(), n));
@@ -392,8 +411,10 @@ impl Bases {
         let model = usize::from(self.model[i]);
         let cpu = u64::from(s.cpu_free);
         let fs = &mut self.fit_small[i * t..(i + 1) * t];
+        let (usable, other) = &self.usable[model];
         let mut before = 0.0;
-        for (m, spec) in self.specs.iter().enumerate() {
+        for &m in usable {
+            let spec = &self.specs[m];
             let (mut fit, mut small) = (0u32, 0u32);
             for &g in gpus {
                 let g = u32::from(g);
@@ -404,7 +425,7 @@ impl Bases {
                 }
             }
             fs[m] = (fit, small);
-            let part = if spec.milli == 0 || !spec.allows[model] || cpu < spec.cpu {
+            let part = if spec.milli == 0 || cpu < spec.cpu {
                 total
             } else if fit >= spec.num {
                 small
@@ -413,6 +434,7 @@ impl Bases {
             };
             before += spec.weight * f64::from(part);
         }
+        before += other * f64::from(total);
         self.base[i] = Base {
             generation,
             before: if total == 0 { 0.0 } else { before },
@@ -437,9 +459,11 @@ impl Bases {
         let t = self.specs.len();
         let fs = &self.fit_small[i * t..(i + 1) * t];
         let model = usize::from(self.model[i]);
+        let (usable, other) = &self.usable[model];
         let mut f = 0.0;
-        for (m, spec) in self.specs.iter().enumerate() {
-            let part = if spec.milli == 0 || !spec.allows[model] || cpu_after < spec.cpu {
+        for &m in usable {
+            let spec = &self.specs[m];
+            let part = if spec.milli == 0 || cpu_after < spec.cpu {
                 total_after
             } else {
                 let (mut fit, mut small) = fs[m];
@@ -461,7 +485,7 @@ impl Bases {
             };
             f += spec.weight * f64::from(part);
         }
-        f
+        f + other * f64::from(total_after)
     }
 
     /// Node `i`'s leaf for `req`: infeasible, or the score of its best GPU choice.
