@@ -356,6 +356,15 @@ pub struct GpuRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub compute_milli: Option<i32>,
+
+    /// GPU products a replica may run on, as NVML names them in the `GpuNode` status
+    /// (`status.product`, e.g. `NVIDIA A100-SXM4-80GB` or `Tesla T4`). Unset or empty: any
+    /// GPU. At most 16 names of 1-128 characters. A replica is placed only on nodes whose
+    /// GPUs are one of these; with the `binpack` policy, jobs that may run anywhere are kept
+    /// off the types that the pending type-limited jobs need.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 128)))]
+    pub types: Vec<String>,
 }
 
 impl Default for GpuRequest {
@@ -364,6 +373,7 @@ impl Default for GpuRequest {
             count: Some(1),
             memory_mib: None,
             compute_milli: None,
+            types: Vec::new(),
         }
     }
 }

@@ -194,7 +194,9 @@ async fn kubectl_explain_shows_the_field_docs() {
         "count <integer>",
         "memoryMiB <integer>",
         "computeMilli <integer>",
+        "types <[]string>",
         "1000 is a whole GPU's compute",
+        "as NVML names them",
         "autoglm.io/gpu-memory-gib",
     ] {
         assert!(gpu.contains(needle), "missing {needle:?} in:\n{gpu}");
@@ -293,6 +295,28 @@ async fn invalid_jobs_are_rejected_with_a_message_naming_the_field() {
             ),
             "spec.resources.gpu.computeMilli",
             "only allowed with memoryMiB",
+        ),
+        (
+            "gpu-type-empty",
+            with(
+                valid_job("gpu-type-empty"),
+                "/spec/resources/gpu",
+                v(json!({"count": 1, "types": [""]})),
+            ),
+            "spec.resources.gpu.types[0]",
+            "at least 1 chars long",
+        ),
+        (
+            "gpu-types-too-many",
+            with(
+                valid_job("gpu-types-too-many"),
+                "/spec/resources/gpu",
+                v(
+                    json!({"count": 1, "types": (0..17).map(|i| format!("GPU {i}")).collect::<Vec<_>>()}),
+                ),
+            ),
+            "spec.resources.gpu.types",
+            "must have at most 16 items",
         ),
         (
             "delay-negative",

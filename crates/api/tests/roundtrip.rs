@@ -169,7 +169,8 @@ spec:
         GpuRequest {
             count: Some(1),
             memory_mib: None,
-            compute_milli: None
+            compute_milli: None,
+            types: Vec::new()
         }
     );
     assert_eq!(s.resources.cpu.0, "1");

@@ -147,7 +147,22 @@ pub fn pod_request(name: &str, spec: &InferenceJobSpec) -> Result<PodRequest, St
     let mut req = PodRequest::new(name, cpu, mem, gpu_request(spec));
     req.tolerations = tolerations(&spec.placement.tolerations);
     req.node_selector = spec.placement.node_selector.clone();
+    req.gpu_types = spec
+        .resources
+        .gpu
+        .types
+        .iter()
+        .map(|t| gpu_model_name(t))
+        .collect();
     Ok(req)
+}
+
+/// The core's GPU model name for an NVML product name (`NVIDIA A100-SXM4-80GB` ->
+/// `NVIDIA-A100-SXM4-80GB`): used for the node inventory and for `resources.gpu.types`, so
+/// both compare equal.
+#[must_use]
+pub fn gpu_model_name(product: &str) -> String {
+    product.trim().replace(' ', "-")
 }
 
 /// Name of the core policy used for a job's placement preference.
@@ -241,7 +256,7 @@ pub fn node_state(
         for g in gpus {
             let total = g.memory_total_mib.max(0) as u64;
             let mut gpu =
-                autoglm_scheduler::model::Gpu::new(g.product_name.replace(' ', "-"), total);
+                autoglm_scheduler::model::Gpu::new(gpu_model_name(&g.product_name), total);
             if g.health.status == HealthStatus::Unhealthy {
                 gpu.milli_used = MILLI_PER_GPU;
                 gpu.mem_used_mib = total;
@@ -399,6 +414,32 @@ mod tests {
         assert_eq!(parse_mem_mib("1048576"), Ok(1));
         assert_eq!(parse_mem_mib("1048577"), Ok(2));
         assert!(parse_mem_mib("3Xi").is_err());
+    }
+
+    #[test]
+    fn gpu_types_match_the_inventory_names() {
+        let spec: InferenceJobSpec = serde_json::from_value(serde_json::json!({
+            "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
+            "input": {"uri": "file:///in.jsonl"},
+            "output": {"uri": "file:///out/"},
+            "resources": {"gpu": {"count": 1, "types": ["NVIDIA A100-SXM4-80GB", "Tesla T4 "]}},
+        }))
+        .unwrap();
+        let req = pod_request("j-0", &spec).unwrap();
+        assert_eq!(req.gpu_types, ["NVIDIA-A100-SXM4-80GB", "Tesla-T4"]);
+        // The names the node inventory gives the same products (see `node_state`).
+        for (product, ok) in [
+            ("NVIDIA A100-SXM4-80GB", true),
+            ("Tesla T4", true),
+            ("NVIDIA H100 80GB HBM3", false),
+        ] {
+            assert_eq!(
+                req.allows_gpu_model(Some(&gpu_model_name(product))),
+                ok,
+                "{product}"
+            );
+        }
+        assert!(!req.allows_gpu_model(None));
     }
 
     #[test]

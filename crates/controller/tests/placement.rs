@@ -1,5 +1,5 @@
 //! Placement against a real control plane with KWOK nodes: 50 jobs on 20 mixed GPU nodes,
-//! and a replica nothing fits until a bigger node arrives.
+//! a replica nothing fits until a bigger node arrives, and replicas limited to GPU types.
 
 mod common;
 
@@ -187,4 +187,57 @@ async fn a_replica_nothing_fits_is_unschedulable_then_binds_when_a_node_with_roo
         },
     )
     .await;
+}
+
+/// `resources.gpu.types` limits a job's replicas to nodes with those GPU products (NVML
+/// names, as `kubectl get gpunodes` shows them); a product no node has leaves the replica
+/// Unschedulable with that reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_types_limit_replicas_to_nodes_with_those_gpus() {
+    let env = Env::new("ctl-types").await;
+    env.add_node("a100-0", A100, 2).await;
+    env.add_node("t4-0", T4, 2).await;
+    env.wait_nodes_ready(2).await;
+    let _ctl = env.controller(&[]);
+    env.apply_job(
+        "on-t4",
+        job_spec(json!({"count": 1, "types": [T4.product]}), 2),
+    )
+    .await;
+    env.apply_job(
+        "on-b200",
+        job_spec(json!({"count": 1, "types": ["NVIDIA B200"]}), 1),
+    )
+    .await;
+    let nodes = wait_for(
+        Duration::from_secs(60),
+        "both on-t4 replicas bound",
+        || async {
+            let nodes: Vec<String> = env
+                .job_pods("on-t4")
+                .await
+                .iter()
+                .filter_map(node_of)
+                .collect();
+            (nodes.len() == 2).then_some(nodes)
+        },
+    )
+    .await;
+    let t4 = format!("{}-t4-0", env.name());
+    assert!(nodes.iter().all(|n| *n == t4), "{nodes:?}");
+    let expected = "0/2 nodes are available: 2 have no allowed GPU type";
+    let waiting = wait_for(Duration::from_secs(30), "on-b200 Waiting", || async {
+        let s = env.job("on-b200").await.status?;
+        (s.phase == Some(autoglm_api::JobPhase::Waiting)
+            && s.message.as_deref().is_some_and(|m| m.contains(expected)))
+        .then_some(s)
+    })
+    .await;
+    assert!(
+        env.job_pods("on-b200")
+            .await
+            .iter()
+            .all(|p| node_of(p).is_none())
+    );
+    assert!(waiting.message.is_some());
 }
