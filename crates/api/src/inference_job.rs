@@ -357,13 +357,18 @@ pub struct GpuRequest {
     #[schemars(range(min = 1, max = 1000))]
     pub compute_milli: Option<i32>,
 
-    /// GPU products a replica may run on, as NVML names them in the `GpuNode` status
-    /// (`status.product`, e.g. `NVIDIA A100-SXM4-80GB` or `Tesla T4`). Unset or empty: any
-    /// GPU. At most 16 names of 1-128 characters. A replica is placed only on nodes whose
-    /// GPUs are one of these; with the `binpack` policy, jobs that may run anywhere are kept
-    /// off the types that the pending type-limited jobs need.
+    /// GPU products a replica may run on, exactly (case-sensitive) as NVML names them in the
+    /// `GpuNode` status (`status.product`, e.g. `NVIDIA A100-SXM4-80GB` or `Tesla T4`). Unset
+    /// or empty: any GPU. At most 16 distinct names of 1-128 characters, not blank. A replica
+    /// is placed only on nodes whose GPU type (that of their first GPU) is one of these; with
+    /// the `binpack` policy, jobs that may run anywhere are kept off the types that pending
+    /// type-limited jobs need (whole GPUs and slices with computeMilli).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 128)))]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 128), regex(pattern = r"\S")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
     pub types: Vec<String>,
 }
 

@@ -307,6 +307,26 @@ async fn invalid_jobs_are_rejected_with_a_message_naming_the_field() {
             "at least 1 chars long",
         ),
         (
+            "gpu-type-blank",
+            with(
+                valid_job("gpu-type-blank"),
+                "/spec/resources/gpu",
+                v(json!({"count": 1, "types": ["  "]})),
+            ),
+            "spec.resources.gpu.types[0]",
+            "should match",
+        ),
+        (
+            "gpu-type-twice",
+            with(
+                valid_job("gpu-type-twice"),
+                "/spec/resources/gpu",
+                v(json!({"count": 1, "types": ["Tesla T4", "Tesla T4"]})),
+            ),
+            "spec.resources.gpu.types[1]",
+            "Duplicate value",
+        ),
+        (
             "gpu-types-too-many",
             with(
                 valid_job("gpu-types-too-many"),

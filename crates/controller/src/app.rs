@@ -70,8 +70,9 @@ pub struct Args {
     /// (0 disables the check, e.g. for simulated inventories that never refresh).
     #[arg(long, default_value_t = 0)]
     pub max_heartbeat_age_s: i64,
-    /// Seconds a Node may stay NotReady before its replicas are rescheduled elsewhere.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds a Node may stay NotReady before its replicas are rescheduled elsewhere
+    /// (1 to 31,536,000, one year).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
     pub node_lost_after_s: i64,
     /// Worker image for every replica pod (overrides spec.workerImage).
     #[arg(long, env = "AUTOGLM_WORKER_IMAGE")]

@@ -154,6 +154,8 @@ pub fn pod_request(name: &str, spec: &InferenceJobSpec) -> Result<PodRequest, St
         .iter()
         .map(|t| gpu_model_name(t))
         .collect();
+    req.gpu_types.sort();
+    req.gpu_types.dedup();
     Ok(req)
 }
 
@@ -238,7 +240,8 @@ pub fn node_state(
     if spec.and_then(|s| s.unschedulable).unwrap_or(false) {
         state.taints.push(synthetic(UNSCHEDULABLE_TAINT));
     }
-    if !node_ready(node) {
+    let not_ready = !node_ready(node);
+    if not_ready {
         state.taints.push(synthetic(NOT_READY_TAINT));
     }
     if let Some(gn) = gpu_node {
@@ -257,7 +260,10 @@ pub fn node_state(
             let total = g.memory_total_mib.max(0) as u64;
             let mut gpu =
                 autoglm_scheduler::model::Gpu::new(gpu_model_name(&g.product_name), total);
-            if g.health.status == HealthStatus::Unhealthy {
+            // A NotReady node takes nothing, whatever a pod tolerates: a catch-all toleration
+            // (no key, Exists) matches the taint above, and a replica placed there would be
+            // found lost and moved again and again.
+            if not_ready || g.health.status == HealthStatus::Unhealthy {
                 gpu.milli_used = MILLI_PER_GPU;
                 gpu.mem_used_mib = total;
             }
@@ -416,30 +422,89 @@ mod tests {
         assert!(parse_mem_mib("3Xi").is_err());
     }
 
+    /// A Node with `allocatable` CPU and memory and the Ready condition `ready`, and its
+    /// `GpuNode` with one GPU of `product` (80 GiB).
+    fn node_pair(ready: &str, product: &str) -> (Node, GpuNode) {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "128Gi"},
+                "conditions": [{"type": "Ready", "status": ready}],
+            },
+        }))
+        .unwrap();
+        let gn: GpuNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoglm.io/v1alpha1", "kind": "GpuNode",
+            "metadata": {"name": "n1"},
+            "spec": {},
+            "status": {"source": "simulated", "gpuCount": 1, "product": product,
+                "freeMemoryMiB": 81920, "gpus": [{"index": 0, "uuid": "GPU-0",
+                "productName": product, "memoryTotalMiB": 81920, "memoryUsedMiB": 0,
+                "memoryFreeMiB": 81920, "health": {"status": "Healthy"}}]},
+        }))
+        .unwrap();
+        (node, gn)
+    }
+
+    fn state(node: &Node, gn: &GpuNode) -> NodeState {
+        let inv = Inventory {
+            max_heartbeat_age_s: None,
+        };
+        node_state(node, Some(gn), inv, Timestamp::now())
+    }
+
     #[test]
     fn gpu_types_match_the_inventory_names() {
         let spec: InferenceJobSpec = serde_json::from_value(serde_json::json!({
             "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
             "input": {"uri": "file:///in.jsonl"},
             "output": {"uri": "file:///out/"},
-            "resources": {"gpu": {"count": 1, "types": ["NVIDIA A100-SXM4-80GB", "Tesla T4 "]}},
+            "resources": {"gpu": {"count": 1,
+                "types": ["Tesla T4 ", "NVIDIA A100-SXM4-80GB", "Tesla T4"]}},
         }))
         .unwrap();
         let req = pod_request("j-0", &spec).unwrap();
+        // Trimmed, spaces as in the inventory, sorted, duplicates dropped.
         assert_eq!(req.gpu_types, ["NVIDIA-A100-SXM4-80GB", "Tesla-T4"]);
-        // The names the node inventory gives the same products (see `node_state`).
+        // Against the names the node inventory gives the same products.
         for (product, ok) in [
             ("NVIDIA A100-SXM4-80GB", true),
             ("Tesla T4", true),
             ("NVIDIA H100 80GB HBM3", false),
+            ("tesla t4", false),
         ] {
+            let (node, gn) = node_pair("True", product);
+            let n = state(&node, &gn);
+            assert_eq!(req.allows_gpu_model(n.gpu_model()), ok, "{product}");
             assert_eq!(
-                req.allows_gpu_model(Some(&gpu_model_name(product))),
+                autoglm_scheduler::feasibility::check_node(&n, &req).is_ok(),
                 ok,
                 "{product}"
             );
         }
-        assert!(!req.allows_gpu_model(None));
+    }
+
+    #[test]
+    fn a_not_ready_node_takes_nothing_even_with_a_catch_all_toleration() {
+        let spec: InferenceJobSpec = serde_json::from_value(serde_json::json!({
+            "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
+            "input": {"uri": "file:///in.jsonl"},
+            "output": {"uri": "file:///out/"},
+            "placement": {"tolerations": [{"operator": "Exists"}]},
+        }))
+        .unwrap();
+        let req = pod_request("j-0", &spec).unwrap();
+        let (ready, gn) = node_pair("True", "Tesla T4");
+        assert!(autoglm_scheduler::feasibility::check_node(&state(&ready, &gn), &req).is_ok());
+        // The toleration matches the not-ready taint, but the node's GPUs count as taken.
+        let (lost, gn) = node_pair("False", "Tesla T4");
+        let n = state(&lost, &gn);
+        assert!(n.taints.iter().any(|t| t.key == NOT_READY_TAINT));
+        assert_eq!(
+            (n.gpus[0].milli_used, n.gpus[0].mem_used_mib),
+            (1000, 81920)
+        );
+        assert!(autoglm_scheduler::feasibility::check_node(&n, &req).is_err());
     }
 
     #[test]

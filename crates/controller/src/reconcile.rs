@@ -829,7 +829,7 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
                     .and_then(|r| crate::binder::idle_fit(ctx, &r).err());
                 let message = match never {
                     Some(idle) => format!(
-                        "{m}; no node in the cluster could hold a replica even when idle ({idle}); waiting for a node with room"
+                        "{m}; no node in the cluster could hold a replica even when idle ({idle}); waiting for a node that fits"
                     ),
                     None => m,
                 };

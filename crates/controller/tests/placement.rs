@@ -233,11 +233,12 @@ async fn gpu_types_limit_replicas_to_nodes_with_those_gpus() {
         .then_some(s)
     })
     .await;
+    let message = waiting.message.unwrap_or_default();
     assert!(
-        env.job_pods("on-b200")
-            .await
-            .iter()
-            .all(|p| node_of(p).is_none())
+        message.contains("no node in the cluster could hold a replica even when idle"),
+        "{message}"
     );
-    assert!(waiting.message.is_some());
+    let pods = env.job_pods("on-b200").await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(node_of(&pods[0]), None);
 }

@@ -8,7 +8,9 @@ use autoglm_scheduler::feasibility::feasible_nodes;
 use autoglm_scheduler::model::{
     Cluster, GpuRequest, NodeState, Placement, PodRequest, Taint, TaintEffect,
 };
-use autoglm_scheduler::policy::{AutoGlm, Fgd, Policy, TypicalPods, to_placement};
+use autoglm_scheduler::policy::{
+    AutoGlm, BestFit, Fgd, Policy, TypePrices, TypicalPods, to_placement,
+};
 use proptest::prelude::*;
 
 fn arb_node(irregular: bool) -> impl Strategy<Value = NodeState> {
@@ -200,23 +202,28 @@ fn journal_truncation_keeps_answers() {
     );
 }
 
+/// Four 4-GPU T4 nodes and two 4-GPU V100 nodes (64 vCPUs each), a 300 milli-GPU pod and a
+/// 1-GPU pod limited to T4: a pool whose type prices differ between the two models.
+fn t4_v100_case() -> (Cluster, PodRequest, PodRequest) {
+    let mut nodes: Vec<NodeState> = (0..4)
+        .map(|i| NodeState::new(format!("t{i}"), 64_000, 262_144, 4, "T4", 16_384))
+        .collect();
+    nodes.extend(
+        (0..2).map(|i| NodeState::new(format!("v{i}"), 64_000, 262_144, 4, "V100", 16_384)),
+    );
+    let mut t4 = PodRequest::new("t4", 2000, 2048, GpuRequest::Whole { count: 1 });
+    t4.gpu_types = vec!["T4".into()];
+    (Cluster::new(nodes), shared_300(), t4)
+}
+
 /// The same churn for `autoglm` with GPU-type prices (a pod limited to T4 in the pool, and a
 /// second model so the prices differ): its free-capacity tally follows the change journal
 /// and falls back to a full pass once the journal is truncated; decisions still match a fresh
 /// policy's plain scan.
 #[test]
 fn journal_truncation_keeps_type_prices() {
-    let mut nodes: Vec<NodeState> = (0..4)
-        .map(|i| NodeState::new(format!("t{i}"), 32_000, 131_072, 4, "T4", 16_384))
-        .collect();
-    nodes.extend(
-        (0..2).map(|i| NodeState::new(format!("v{i}"), 32_000, 131_072, 4, "V100", 16_384)),
-    );
-    let a = shared_300();
-    let mut t4 = PodRequest::new("t4", 2000, 2048, GpuRequest::Whole { count: 1 });
-    t4.gpu_types = vec!["T4".into()];
+    let (mut c, a, t4) = t4_v100_case();
     let pool = [a.clone(), t4.clone()];
-    let mut c = Cluster::new(nodes);
     let mut agl = AutoGlm::from_workload(&pool);
     let mut scratch = Vec::new();
     for round in 0..1500 {
@@ -248,4 +255,38 @@ fn an_empty_cluster_is_unschedulable_not_a_panic() {
             .place(&c, &req, &mut scratch)
             .is_err()
     );
+}
+
+/// `autoglm`'s type prices when more changes than the journal keeps (1,024 + 2 per node)
+/// happen between two of its GPU decisions, with a net change in between: it must fall back to
+/// a full pass and price exactly as a fresh computation, and decide as the plain scan.
+#[test]
+fn type_prices_survive_a_truncated_journal() {
+    let (mut c, a, t4) = t4_v100_case();
+    let pool = [a.clone(), t4.clone()];
+    let mut agl = AutoGlm::from_workload(&pool);
+    let mut other = BestFit::new();
+    let mut scratch = Vec::new();
+    for round in 0..5 {
+        let p = agl.place(&c, &t4, &mut scratch).unwrap();
+        assert_eq!(
+            Some(&p),
+            autoglm_plain(&pool, &c, &t4).as_ref(),
+            "round {round}"
+        );
+        let fresh = TypePrices::for_workload(&pool, &c).unwrap();
+        let kept = agl.type_prices().unwrap();
+        for n in 0..c.nodes.len() {
+            assert_eq!(kept.of_node(n), fresh.of_node(n), "round {round} node {n}");
+        }
+        c.allocate(&t4, &p).unwrap();
+        // 1,200 changes by another policy, 6 of them kept.
+        for k in 0..600 {
+            let q = other.place(&c, &a, &mut scratch).unwrap();
+            c.allocate(&a, &q).unwrap();
+            if k % 100 != 0 {
+                c.release(&a, &q).unwrap();
+            }
+        }
+    }
 }
