@@ -828,6 +828,10 @@ async fn apply(job: &InferenceJob, ctx: &Context) -> Result<Action> {
                     .ok()
                     .and_then(|r| crate::binder::idle_fit(ctx, &r).err());
                 let message = match never {
+                    // The same reasons as now (e.g. no node has the GPU type): say so once.
+                    Some(idle) if m.ends_with(&idle) => format!(
+                        "{m}; no node in the cluster could hold a replica even when idle, for the same reasons; waiting for a node that fits"
+                    ),
                     Some(idle) => format!(
                         "{m}; no node in the cluster could hold a replica even when idle ({idle}); waiting for a node that fits"
                     ),

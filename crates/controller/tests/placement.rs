@@ -235,7 +235,9 @@ async fn gpu_types_limit_replicas_to_nodes_with_those_gpus() {
     .await;
     let message = waiting.message.unwrap_or_default();
     assert!(
-        message.contains("no node in the cluster could hold a replica even when idle"),
+        message.ends_with(&format!(
+            "{expected}; no node in the cluster could hold a replica even when idle, for the same reasons; waiting for a node that fits"
+        )),
         "{message}"
     );
     let pods = env.job_pods("on-b200").await;
