@@ -63,7 +63,11 @@ if helm template t "$chart" --set nodeAgent.invetory=nvml >/dev/null 2>"$tmp/err
   die "the schema accepted a misspelt key (nodeAgent.invetory)"
 fi
 grep -q "invetory" "$tmp/err" || die "schema error does not name the misspelt key: $(cat "$tmp/err")"
-pass "values.schema.json refuses controller.replicas=0 and a misspelt key, naming them"
+if helm template t "$chart" --set controller.nodeLostAfterSeconds=99999999999 >/dev/null 2>"$tmp/err"; then
+  die "the schema accepted controller.nodeLostAfterSeconds beyond the controller's range"
+fi
+grep -q "nodeLostAfterSeconds" "$tmp/err" || die "schema error does not name controller.nodeLostAfterSeconds: $(cat "$tmp/err")"
+pass "values.schema.json refuses controller.replicas=0, nodeLostAfterSeconds past a year and a misspelt key, naming them"
 
 # ---- control plane -------------------------------------------------------------------------
 if [[ -z "${KUBECONFIG:-}" ]] || ! kubectl get --raw /readyz >/dev/null 2>&1; then
