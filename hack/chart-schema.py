@@ -76,7 +76,7 @@ schema={
                          "leaseDurationSeconds":I("Lease validity in seconds.",minimum=2),
                          "renewGraceSeconds":I("Seconds before expiry at which the leader renews.",minimum=1)}),
      "maxHeartbeatAgeSeconds":I("GpuNode heartbeat age (s) after which a node's GPUs are unavailable; 0 disables.",minimum=0),
-     "nodeLostAfterSeconds":I("Seconds NotReady before replicas move.",minimum=1),
+     "nodeLostAfterSeconds":I("Seconds NotReady before replicas move (1 to 31536000, one year; the controller's --node-lost-after-s range).",minimum=1,maximum=31_536_000),
      "watchNamespace":dict(k8sname, description="Only this namespace's InferenceJobs (empty: all)."),
      "gpuNodeSelector":S(description="Label selector of the Nodes this install places on (empty: all)."),
      "adminPort":port("Admin port (/livez, /readyz, /metrics)."),
