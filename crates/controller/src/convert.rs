@@ -446,6 +446,17 @@ mod tests {
         (node, gn)
     }
 
+    /// A minimal valid spec with field `key` set to `value`.
+    fn spec_with(key: &str, value: serde_json::Value) -> InferenceJobSpec {
+        let mut spec = serde_json::json!({
+            "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
+            "input": {"uri": "file:///in.jsonl"},
+            "output": {"uri": "file:///out/"},
+        });
+        spec[key] = value;
+        serde_json::from_value(spec).unwrap()
+    }
+
     fn state(node: &Node, gn: &GpuNode) -> NodeState {
         let inv = Inventory {
             max_heartbeat_age_s: None,
@@ -455,14 +466,11 @@ mod tests {
 
     #[test]
     fn gpu_types_match_the_inventory_names() {
-        let spec: InferenceJobSpec = serde_json::from_value(serde_json::json!({
-            "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
-            "input": {"uri": "file:///in.jsonl"},
-            "output": {"uri": "file:///out/"},
-            "resources": {"gpu": {"count": 1,
-                "types": ["Tesla T4 ", "NVIDIA A100-SXM4-80GB", "Tesla T4"]}},
-        }))
-        .unwrap();
+        let spec = spec_with(
+            "resources",
+            serde_json::json!({"gpu": {"count": 1,
+                "types": ["Tesla T4 ", "NVIDIA A100-SXM4-80GB", "Tesla T4"]}}),
+        );
         let req = pod_request("j-0", &spec).unwrap();
         // Trimmed, spaces as in the inventory, sorted, duplicates dropped.
         assert_eq!(req.gpu_types, ["NVIDIA-A100-SXM4-80GB", "Tesla-T4"]);
@@ -486,13 +494,10 @@ mod tests {
 
     #[test]
     fn a_not_ready_node_takes_nothing_even_with_a_catch_all_toleration() {
-        let spec: InferenceJobSpec = serde_json::from_value(serde_json::json!({
-            "model": {"uri": "file:///m.pt", "tokenizerUri": "file:///t.json", "task": "embedding"},
-            "input": {"uri": "file:///in.jsonl"},
-            "output": {"uri": "file:///out/"},
-            "placement": {"tolerations": [{"operator": "Exists"}]},
-        }))
-        .unwrap();
+        let spec = spec_with(
+            "placement",
+            serde_json::json!({"tolerations": [{"operator": "Exists"}]}),
+        );
         let req = pod_request("j-0", &spec).unwrap();
         let (ready, gn) = node_pair("True", "Tesla T4");
         assert!(autoglm_scheduler::feasibility::check_node(&state(&ready, &gn), &req).is_ok());

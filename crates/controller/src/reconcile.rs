@@ -649,35 +649,38 @@ async fn replica(
                 let cached = ctx.nodes.get(&ObjectRef::new(node));
                 let health =
                     node_health(cached.as_deref(), node, ctx.settings.node_lost_after_s, now);
-                if let NodeHealth::NotReadyFor {
-                    since,
-                    lost_at,
-                    remaining,
-                } = health
-                {
-                    // Look again when the node would count as lost, not at the next resync.
-                    // Absolute times keep the message, and so the status, unchanged
-                    // between reconciles.
-                    out.requeue = Some(remaining);
-                    out.status.message = Some(format!(
-                        "node {node} is NotReady since {since}; the replica is placed again if it still is at {lost_at}"
-                    ));
-                } else if let NodeHealth::Lost(why) = health {
-                    publish(
-                        ctx,
-                        job,
-                        EventType::Warning,
-                        "NodeLost",
-                        format!(
-                            "replica {index}: {why}; deleting pod {} to reschedule it",
-                            pod.name_any()
-                        ),
-                    )
-                    .await;
-                    delete_pod(ctx, &pod, true).await?;
-                    out.status.message = Some(why);
-                    out.requeue = Some(Duration::from_secs(1));
-                    return Ok(out);
+                match health {
+                    NodeHealth::Ready => {}
+                    NodeHealth::NotReadyFor {
+                        since,
+                        lost_at,
+                        remaining,
+                    } => {
+                        // Look again when the node would count as lost, not at the next
+                        // resync. Absolute times keep the message, and so the status,
+                        // unchanged between reconciles.
+                        out.requeue = Some(remaining);
+                        out.status.message = Some(format!(
+                            "node {node} is NotReady since {since}; the replica is placed again if it still is at {lost_at}"
+                        ));
+                    }
+                    NodeHealth::Lost(why) => {
+                        publish(
+                            ctx,
+                            job,
+                            EventType::Warning,
+                            "NodeLost",
+                            format!(
+                                "replica {index}: {why}; deleting pod {} to reschedule it",
+                                pod.name_any()
+                            ),
+                        )
+                        .await;
+                        delete_pod(ctx, &pod, true).await?;
+                        out.status.message = Some(why);
+                        out.requeue = Some(Duration::from_secs(1));
+                        return Ok(out);
+                    }
                 }
                 out.bound = true;
                 out.status.state = if phase == "Running" {

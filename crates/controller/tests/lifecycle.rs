@@ -24,20 +24,28 @@ fn spec(extra: serde_json::Value) -> serde_json::Value {
 
 /// Waits until the job has exactly one live pod and it is Running (KWOK), returns its name.
 async fn running_pod(env: &Env, job: &str) -> String {
-    wait_for(
-        Duration::from_secs(60),
-        &format!("a Running pod of {job}"),
-        || async {
-            let pods = env.job_pods(job).await;
-            let live: Vec<_> = pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && !common::is_terminal(p))
-                .collect();
-            let p = live.first()?;
-            (live.len() == 1 && p.status.as_ref()?.phase.as_deref() == Some("Running"))
-                .then(|| p.name_any())
-        },
-    )
+    running_pod_other_than(env, job, None, Duration::from_secs(60)).await
+}
+
+/// [`running_pod`], for a pod not named `not` (a replacement), waiting at most `timeout`.
+async fn running_pod_other_than(
+    env: &Env,
+    job: &str,
+    not: Option<&str>,
+    timeout: Duration,
+) -> String {
+    wait_for(timeout, &format!("a Running pod of {job}"), || async {
+        let pods = env.job_pods(job).await;
+        let live: Vec<_> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && !common::is_terminal(p))
+            .collect();
+        let p = live.first()?;
+        (live.len() == 1
+            && Some(p.name_any().as_str()) != not
+            && p.status.as_ref()?.phase.as_deref() == Some("Running"))
+        .then(|| p.name_any())
+    })
     .await
 }
 
@@ -296,19 +304,7 @@ async fn a_replica_leaves_a_node_that_stays_not_ready_after_the_limit() {
         "the replica must not move before the limit"
     );
     // After the limit (8 s, whole seconds) it runs on the other node, well before a resync.
-    let second = wait_for(Duration::from_secs(40), "a Running replacement", || async {
-        let pods = env.job_pods("move").await;
-        let live: Vec<_> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && !common::is_terminal(p))
-            .collect();
-        let p = live.first()?;
-        (live.len() == 1
-            && p.name_any() != first
-            && p.status.as_ref()?.phase.as_deref() == Some("Running"))
-        .then(|| p.name_any())
-    })
-    .await;
+    let second = running_pod_other_than(&env, "move", Some(&first), Duration::from_secs(40)).await;
     let took = t0.elapsed();
     assert_ne!(second, first);
     let pods = env.job_pods("move").await;

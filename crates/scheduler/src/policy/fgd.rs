@@ -526,11 +526,12 @@ impl AutoGlm {
             prices: None,
         }
     }
-    /// Recompute the type prices for the current state of `cluster` (kept `None` when no pod
-    /// of the workload names a GPU type, or [`AutoGlmConfig::type_price`] is 0).
-    fn refresh_prices(&mut self, cluster: &Cluster) {
-        if self.constrained.is_empty() {
-            self.prices = None;
+    /// What `select` and `place` do first: the host-scarcity weights for `cluster`, and for a
+    /// GPU request the type prices of its current state (kept `None` when no pod of the
+    /// workload names a GPU type, or [`AutoGlmConfig::type_price`] is 0).
+    fn prepare(&mut self, cluster: &Cluster, req: &PodRequest) {
+        self.apply_scarcity(cluster);
+        if req.gpu.total_milli() == 0 || self.constrained.is_empty() {
             return;
         }
         let prices = self.prices.take();
@@ -823,11 +824,8 @@ impl Policy for AutoGlm {
         feasible: &[usize],
     ) -> Option<Placement> {
         // Scores are sums of products of milli-GPU and shares: equal within 1e-6 milli-GPU.
-        self.apply_scarcity(cluster);
+        self.prepare(cluster, req);
         let milli = req.gpu.total_milli();
-        if milli > 0 {
-            self.refresh_prices(cluster);
-        }
         let mut best: Option<(f64, f64, usize, GpuPick)> = None;
         for &n in feasible {
             let (s, pick) = self.score(cluster, n, req);
@@ -852,15 +850,12 @@ impl Policy for AutoGlm {
             return filter_then_select(self, cluster, req, feasible);
         }
         debug_assert!(cluster.summary_is_current(), "cluster summary is stale");
-        self.apply_scarcity(cluster);
+        self.prepare(cluster, req);
         let mode = Mode::AutoGlm {
             strand_weight: self.config.cpu_strand_weight,
             rho_cpu: self.rho_cpu,
         };
         let milli = req.gpu.total_milli();
-        if milli > 0 {
-            self.refresh_prices(cluster);
-        }
         let weight = self.config.type_price;
         let best = match &self.prices {
             Some(p) if milli > 0 => {
