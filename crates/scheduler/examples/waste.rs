@@ -157,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     let pct = |milli: u64| 100.0 * (1.0 - milli as f64 / seeds.len() as f64 / cap as f64);
     println!(
         "{policy} ({}): mean over seeds 42..51 at 130% arrived, in GPUs",
-        Variant::NAMES[variant as usize]
+        variant
     );
     println!(
         "free {:.1} (allocation {:.2}%): on CPU-starved nodes (< 2 vCPU free) {:.1}, idle GPUs {:.1}, partly used GPUs {:.1}",

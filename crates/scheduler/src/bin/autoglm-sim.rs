@@ -52,7 +52,8 @@ enum Cmd {
         #[arg(long, default_value = "42..51")]
         seeds: String,
         /// Workload variant of the pod list (default, sharing, multi-gpu, gpu-type, few-cpu,
-        /// rare-types).
+        /// rare-types, or one of the FGD paper's families: cpu<NNN>, gpushare<NN>,
+        /// multigpu<NN>, e.g. cpu050, gpushare80, multigpu30).
         #[arg(long, default_value = "default")]
         variant: String,
         /// Output format.
@@ -204,8 +205,9 @@ fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
 fn parse_variant(name: &str) -> anyhow::Result<Variant> {
     Variant::parse(name).with_context(|| {
         format!(
-            "--variant: unknown {name:?} (known: {})",
-            Variant::NAMES.join(", ")
+            "--variant: unknown {name:?} (known: {}, or a family of the FGD paper: {})",
+            Variant::NAMES.join(", "),
+            Variant::FAMILY_HELP
         )
     })
 }
@@ -362,7 +364,7 @@ fn placement(
                 "GPU allocation (% of {} GPUs), mean (sd) over {} seeds; variant {}",
                 cap / 1000,
                 seeds.len(),
-                Variant::NAMES[variant as usize]
+                variant
             );
             print!("| arrived % |");
             for p in &policies {
@@ -670,7 +672,7 @@ fn bound_cmd(
     };
     println!(
         "Sharing-pod packing bound at 130% arrived, {gpus} GPUs, variant {}. Valid for {said}.\n",
-        Variant::NAMES[variant as usize]
+        variant
     );
     println!(
         "| seed | shared pods arrived | patterns | free GPUs >= | allocation % <= |{reference}"

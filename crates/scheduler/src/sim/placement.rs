@@ -183,24 +183,76 @@ pub enum Variant {
     /// A third of GPU pods constrained to one GPU type drawn uniformly over the cluster's
     /// types, so the rare types are asked for far beyond their capacity (openb: the 2 A10
     /// GPUs get as many constrained pods as the 4,392 G2 GPUs). A stress case for type-aware
-    /// placement; listed last because [`Variant::NAMES`] is indexed by the discriminant.
+    /// placement.
     RareTypes,
+    /// One of the FGD paper's workload families (§6.3-6.6), built by the rule its published
+    /// lists follow; see [`Family`].
+    Family(Family, u16),
+}
+
+/// The FGD paper's workload families: the `openb_pod_list_<family><pct>.csv` lists published
+/// with the trace (`alibaba/clusterdata`, `cluster-trace-gpu-v2023/csv`), which its §6.3-6.6
+/// use to vary one property of the default list. The published files are samples of the
+/// default list; [`make_variant`] rebuilds them from any list by the rule each one follows,
+/// read off the published files' pod counts (stated per family; the counts differ from the
+/// rule's expectation by sampling only), and draws with the variant's seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `cpu<NNN>`: every GPU pod of the list, plus CPU-only pods drawn uniformly with
+    /// replacement from the list's CPU-only pods until they are `NNN / 10` % of all pods
+    /// (`n = round(G x f / (1 - f))`, `f = NNN / 1000`, `G` the GPU pods). Published:
+    /// `cpu050` 375 CPU-only pods of 7,439 (5.0%), `cpu100` 789 of 7,853 (10.0%), `cpu250`
+    /// 2,356 of 9,420 (25.0%), each with the default list's 7,064 GPU pods. The default list
+    /// itself has 1,088 of 8,152 (13.3%).
+    Cpu,
+    /// `gpushare<NN>`: the list's CPU-only pods, and as many GPU pods as the list has, drawn
+    /// uniformly with replacement from its GPU-sharing pods (one GPU, under 1000 milli-GPU)
+    /// and from its other GPU pods, such that the sharing pods carry `NN`% of the GPU request:
+    /// `s x m_s / (s x m_s + (G - s) x m_o) = NN / 100` with `m_s`, `m_o` the two classes'
+    /// mean milli-GPU. Published: `gpushare40` has 4,001 sharing pods of 7,064 GPU pods (the
+    /// rule gives 3,985), `gpushare100` all 7,064; the default list's sharing pods carry 28.5%.
+    GpuShare,
+    /// `multigpu<NN>`: the whole list, plus multi-GPU pods drawn uniformly with replacement
+    /// from the list's multi-GPU pods until they carry at least `NN`% of the GPU request.
+    /// Published: `multigpu50` is the default list plus 909 appended multi-GPU pods (the rule
+    /// needs about 880); the default list's multi-GPU pods carry 7.3%.
+    MultiGpu,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Cpu => "cpu",
+            Family::GpuShare => "gpushare",
+            Family::MultiGpu => "multigpu",
+        }
+    }
 }
 
 impl Variant {
-    /// Parse a CLI name.
+    /// Parse a CLI name: one of [`Variant::NAMES`], or a family name such as `cpu050`,
+    /// `gpushare80` or `multigpu30` (the published lists' names; `cpu` takes 0..=900,
+    /// `gpushare` 1..=100, `multigpu` 1..=90).
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "default" => Variant::Default,
-            "sharing" => Variant::Sharing,
-            "multi-gpu" => Variant::MultiGpu,
-            "gpu-type" => Variant::GpuType,
-            "few-cpu" => Variant::FewCpu,
-            "rare-types" => Variant::RareTypes,
-            _ => return None,
-        })
+        if let Some(i) = Variant::NAMES.iter().position(|n| *n == s) {
+            return Some(Variant::FIXED[i]);
+        }
+        let (family, digits) = [Family::Cpu, Family::GpuShare, Family::MultiGpu]
+            .into_iter()
+            .find_map(|f| s.strip_prefix(f.prefix()).map(|d| (f, d)))?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let pct: u16 = digits.parse().ok()?;
+        let ok = match family {
+            Family::Cpu => pct <= 900,
+            Family::GpuShare => (1..=100).contains(&pct),
+            Family::MultiGpu => (1..=90).contains(&pct),
+        };
+        ok.then_some(Variant::Family(family, pct))
     }
-    /// CLI names.
+    /// The fixed CLI names (the families' names are `cpu<NNN>`, `gpushare<NN>`,
+    /// `multigpu<NN>`; [`Variant::FAMILY_HELP`]), in the order of [`Variant::FIXED`].
     pub const NAMES: [&'static str; 6] = [
         "default",
         "sharing",
@@ -209,11 +261,128 @@ impl Variant {
         "few-cpu",
         "rare-types",
     ];
+    /// The variants named by [`Variant::NAMES`].
+    pub const FIXED: [Variant; 6] = [
+        Variant::Default,
+        Variant::Sharing,
+        Variant::MultiGpu,
+        Variant::GpuType,
+        Variant::FewCpu,
+        Variant::RareTypes,
+    ];
+    /// How the family names are formed, for error messages.
+    pub const FAMILY_HELP: &'static str = "cpu<0..900> (CPU-only pods as tenths of a percent of all pods, e.g. cpu050), \
+gpushare<1..100> (% of the GPU request from GPU-sharing pods), multigpu<1..90> (% of the GPU \
+request from multi-GPU pods)";
+
+    /// The CLI name (`cpu050` keeps the published lists' three digits).
+    pub fn name(&self) -> String {
+        match *self {
+            Variant::Family(Family::Cpu, pct) => format!("cpu{pct:03}"),
+            Variant::Family(f, pct) => format!("{}{pct}", f.prefix()),
+            v => {
+                let i = Variant::FIXED.iter().position(|f| *f == v).unwrap_or(0);
+                Variant::NAMES[i].to_string()
+            }
+        }
+    }
 }
 
-/// Build a variant of `pods` with as many pods as the original: a weighted resample (for
-/// `Sharing`, `MultiGpu`, `FewCpu`) or the same list with GPU-type constraints (`GpuType`,
-/// `RareTypes`), deterministic for `seed`.
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Whether `p` is a GPU-sharing pod (one GPU, a fraction of it).
+fn is_sharing(p: &PodRequest) -> bool {
+    matches!(p.gpu, GpuRequest::Shared { .. })
+}
+
+/// Whether `p` asks for more than one GPU.
+fn is_multi_gpu(p: &PodRequest) -> bool {
+    matches!(p.gpu, GpuRequest::Whole { count } if count > 1)
+}
+
+/// `n` pods drawn uniformly with replacement from `from`, named `<name>-v<k>` from `first`.
+fn draw(from: &[&PodRequest], n: usize, first: usize, rng: &mut ChaCha8Rng) -> Vec<PodRequest> {
+    if from.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|k| {
+            let src = from[rng.random_range(0..from.len())];
+            let mut p = src.clone();
+            p.name = format!("{}-v{}", src.name, first + k);
+            p
+        })
+        .collect()
+}
+
+/// The family variant `family` at `pct` of `pods` (rules in [`Family`]).
+fn make_family(
+    pods: &[PodRequest],
+    family: Family,
+    pct: u16,
+    rng: &mut ChaCha8Rng,
+) -> Vec<PodRequest> {
+    let gpu: Vec<&PodRequest> = pods.iter().filter(|p| p.gpu != GpuRequest::None).collect();
+    let cpu_only: Vec<&PodRequest> = pods.iter().filter(|p| p.gpu == GpuRequest::None).collect();
+    let mean_milli = |ps: &[&PodRequest]| -> f64 {
+        ps.iter().map(|p| p.gpu.total_milli() as f64).sum::<f64>() / ps.len().max(1) as f64
+    };
+    match family {
+        Family::Cpu => {
+            let f = f64::from(pct) / 1000.0;
+            let n = (gpu.len() as f64 * f / (1.0 - f)).round() as usize;
+            let mut out: Vec<PodRequest> = gpu.iter().map(|p| (*p).clone()).collect();
+            out.extend(draw(&cpu_only, n, 0, rng));
+            out
+        }
+        Family::GpuShare => {
+            let sharing: Vec<&PodRequest> = gpu.iter().copied().filter(|p| is_sharing(p)).collect();
+            let other: Vec<&PodRequest> = gpu.iter().copied().filter(|p| !is_sharing(p)).collect();
+            let (m_s, m_o) = (mean_milli(&sharing), mean_milli(&other));
+            let f = f64::from(pct) / 100.0;
+            let g = gpu.len() as f64;
+            // s m_s / (s m_s + (g - s) m_o) = f  =>  s = f g m_o / (m_s (1 - f) + f m_o).
+            let s = if sharing.is_empty() {
+                0
+            } else if other.is_empty() || pct >= 100 {
+                gpu.len()
+            } else {
+                ((f * g * m_o / (m_s * (1.0 - f) + f * m_o)).round() as usize).min(gpu.len())
+            };
+            let mut out: Vec<PodRequest> = cpu_only.iter().map(|p| (*p).clone()).collect();
+            out.extend(draw(&sharing, s, 0, rng));
+            out.extend(draw(&other, gpu.len() - s, s, rng));
+            out
+        }
+        Family::MultiGpu => {
+            let multi: Vec<&PodRequest> = gpu.iter().copied().filter(|p| is_multi_gpu(p)).collect();
+            let mut out = pods.to_vec();
+            if multi.is_empty() {
+                return out;
+            }
+            let f = f64::from(pct) / 100.0;
+            let mut total: u64 = pods.iter().map(|p| p.gpu.total_milli()).sum();
+            let mut part: u64 = multi.iter().map(|p| p.gpu.total_milli()).sum();
+            let mut k = 0;
+            while (part as f64) < f * total as f64 {
+                let p = draw(&multi, 1, k, rng).remove(0);
+                total += p.gpu.total_milli();
+                part += p.gpu.total_milli();
+                out.push(p);
+                k += 1;
+            }
+            out
+        }
+    }
+}
+
+/// Build a variant of `pods`: a weighted resample with as many pods (`Sharing`, `MultiGpu`,
+/// `FewCpu`), the same list with GPU-type constraints (`GpuType`, `RareTypes`), or a family
+/// list ([`Family`]), deterministic for `seed`.
 pub fn make_variant(
     pods: &[PodRequest],
     nodes: &[NodeState],
@@ -231,6 +400,7 @@ pub fn make_variant(
     };
     match variant {
         Variant::Default => pods.to_vec(),
+        Variant::Family(family, pct) => make_family(pods, family, pct, &mut rng),
         Variant::GpuType | Variant::RareTypes => {
             let (names, ids) = gpu_model_ids(nodes);
             let mut models: Vec<(String, usize)> = names.into_iter().map(|m| (m, 0)).collect();
@@ -324,6 +494,132 @@ mod tests {
 
     fn gpu_pod(name: &str, milli: u32) -> PodRequest {
         PodRequest::new(name, 1000, 1024, GpuRequest::from_trace(1, milli).unwrap())
+    }
+
+    fn pod(name: &str, num_gpu: u32, milli: u32) -> PodRequest {
+        PodRequest::new(
+            name,
+            1000,
+            1024,
+            GpuRequest::from_trace(num_gpu, milli).unwrap(),
+        )
+    }
+
+    /// 2 CPU-only pods, 3 sharing pods of 500 milli, 2 one-GPU pods and 1 two-GPU pod:
+    /// GPU request 1,500 + 2,000 + 2,000 = 5,500 milli over 6 GPU pods.
+    fn family_list() -> Vec<PodRequest> {
+        vec![
+            pod("c0", 0, 0),
+            pod("c1", 0, 0),
+            pod("s0", 1, 500),
+            pod("s1", 1, 500),
+            pod("s2", 1, 500),
+            pod("w0", 1, 1000),
+            pod("w1", 1, 1000),
+            pod("m0", 2, 1000),
+        ]
+    }
+
+    fn counts(pods: &[PodRequest]) -> (usize, usize, usize, usize) {
+        let c = pods.iter().filter(|p| p.gpu == GpuRequest::None).count();
+        let s = pods.iter().filter(|p| is_sharing(p)).count();
+        let m = pods.iter().filter(|p| is_multi_gpu(p)).count();
+        (c, s, pods.len() - c - s - m, m)
+    }
+
+    #[test]
+    fn family_names_parse_and_print_back() {
+        for name in [
+            "cpu000",
+            "cpu050",
+            "cpu250",
+            "gpushare20",
+            "gpushare100",
+            "multigpu50",
+        ] {
+            let v = Variant::parse(name).unwrap();
+            assert!(matches!(v, Variant::Family(..)), "{name}");
+            assert_eq!(v.name(), name);
+        }
+        for (i, name) in Variant::NAMES.iter().enumerate() {
+            assert_eq!(Variant::parse(name), Some(Variant::FIXED[i]));
+            assert_eq!(Variant::FIXED[i].name(), *name);
+        }
+        for bad in [
+            "gpushare0",
+            "gpushare101",
+            "multigpu91",
+            "cpu901",
+            "cpu",
+            "cpu-5",
+            "cpu5x",
+        ] {
+            assert_eq!(Variant::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_family_keeps_gpu_pods_and_sets_the_cpu_only_share() {
+        // f = 0.25, 6 GPU pods: round(6 x 0.25 / 0.75) = 2 CPU-only pods.
+        let out = make_variant(&family_list(), &[], Variant::parse("cpu250").unwrap(), 1);
+        assert_eq!(counts(&out), (2, 3, 2, 1));
+        // f = 0.5: 6 CPU-only pods; f = 0: none.
+        let out = make_variant(&family_list(), &[], Variant::parse("cpu500").unwrap(), 1);
+        assert_eq!(counts(&out), (6, 3, 2, 1));
+        let out = make_variant(&family_list(), &[], Variant::parse("cpu000").unwrap(), 1);
+        assert_eq!(counts(&out), (0, 3, 2, 1));
+        assert!(out.iter().all(|p| !p.name.starts_with('c')));
+    }
+
+    #[test]
+    fn gpushare_family_sets_the_sharing_share_of_the_gpu_request() {
+        // m_s = 500, m_o = (1000 + 1000 + 2000) / 3 = 4000/3, G = 6, f = 0.5:
+        // s = 0.5 x 6 x 4000/3 / (500 x 0.5 + 0.5 x 4000/3) = 4000 / (250 + 2000/3) = 4.36 -> 4.
+        let out = make_variant(
+            &family_list(),
+            &[],
+            Variant::parse("gpushare50").unwrap(),
+            7,
+        );
+        let (c, s, w, m) = counts(&out);
+        assert_eq!((c, s, w + m), (2, 4, 2));
+        assert!(
+            out.iter()
+                .filter(|p| is_sharing(p))
+                .all(|p| p.gpu.total_milli() == 500)
+        );
+        // 100%: every GPU pod is a sharing pod.
+        let out = make_variant(
+            &family_list(),
+            &[],
+            Variant::parse("gpushare100").unwrap(),
+            7,
+        );
+        assert_eq!(counts(&out), (2, 6, 0, 0));
+    }
+
+    #[test]
+    fn multigpu_family_appends_multi_gpu_pods_until_their_share() {
+        // 2,000 of 5,500 milli (36%) is multi-GPU. Each appended m0 adds 2,000 to both:
+        // (2000 + 2000k) / (5500 + 2000k) >= 0.6 first at k = 2 (6000 / 9500 = 0.63;
+        // k = 1: 4000 / 7500 = 0.53).
+        let out = make_variant(
+            &family_list(),
+            &[],
+            Variant::parse("multigpu60").unwrap(),
+            3,
+        );
+        assert_eq!(out.len(), 10);
+        assert_eq!(&out[..8], &family_list()[..]);
+        assert_eq!(counts(&out), (2, 3, 2, 3));
+        // Already above 30%: nothing appended.
+        let out = make_variant(
+            &family_list(),
+            &[],
+            Variant::parse("multigpu30").unwrap(),
+            3,
+        );
+        assert_eq!(out, family_list());
     }
 
     #[test]
