@@ -277,13 +277,13 @@ fn type_prices_by_hand() {
 fn type_prices_move_unconstrained_pods_off_scarce_types() {
     // A 2-GPU T4 node and a 4-GPU V100 node. Workload: one 1-GPU pod limited to each type
     // and two unconstrained 1-GPU pods (one typical shape of weight 0.5; the limited ones 0.25
-    // each, of pods and of GPU demand). Host scarcity: each limited spec fits 1 of the 2 GPU
-    // nodes, weight 0.25 * (2 / 1)^2 = 1.
+    // each, of pods and of GPU demand). With type prices on, the limited specs get no
+    // host-scarcity factor (the prices handle them): they keep weight 0.25.
     // Local score of one unconstrained GPU on either node: every 1-GPU spec still fits
     // afterwards, and the spec limited to the other type counts the node's free GPUs as
-    // fragment (FGD's rule), which drops by 1000: delta_frag = -1 * 1000, score +1000 on
+    // fragment (FGD's rule), which drops by 1000: delta_frag = -0.25 * 1000, score +250 on
     // both. Type prices (all 6000 milli-GPU free): T4 0.25 * 6000 / 2000 = 0.75, V100
-    // 0.25 * 6000 / 4000 = 0.375, so the scores are 1000 - 750 = 250 and 1000 - 375 = 625.
+    // 0.25 * 6000 / 4000 = 0.375, so the scores are 250 - 750 = -500 and 250 - 375 = -125.
     let nodes = vec![
         NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
         NodeState::new("v100", 32_000, 65_536, 4, "V100", 16_384),
@@ -298,24 +298,57 @@ fn type_prices_move_unconstrained_pods_off_scarce_types() {
     let c = Cluster::new(nodes);
     let mut ag = AutoGlm::from_workload(&workload);
     let p = c.place(&req, &mut ag).unwrap();
-    assert_eq!((p.node, p.score), (1, 625.0));
-    // The policy's own score leaves the price out (scarcity weights applied by `place`).
-    assert_eq!(ag.score(&c, 0, &req).0, 1000.0);
-    assert_eq!(ag.score(&c, 1, &req).0, 1000.0);
+    assert_eq!((p.node, p.score), (1, -125.0));
+    // The policy's own score leaves the price out (weights set up by `place`).
+    assert_eq!(ag.score(&c, 0, &req).0, 250.0);
+    assert_eq!(ag.score(&c, 1, &req).0, 250.0);
     let prices = ag.type_prices().unwrap();
     assert_eq!(
         (prices.of_model("T4"), prices.of_model("V100")),
         (0.75, 0.375)
     );
-    // Without the price the equal scores go to the smaller leftover: the T4 node.
+    // Without the price the limited specs keep the host-scarcity factor (each fits 1 of the
+    // 2 GPU nodes: 0.25 * (2 / 1)^2 = 1), and the weights are scaled back to the workload's
+    // total of 1: 1 / 2.5 = 0.4 per limited spec, 0.5 / 2.5 = 0.2 for the unconstrained one.
+    // Both local scores are +0.4 * 1000 = 400, and the equal scores go to the smaller
+    // leftover: the T4 node.
     let mut plain = policy_by_name("autoglm-no-type-price", 0, &workload).unwrap();
-    assert_eq!(c.place(&req, plain.as_mut()).unwrap().node, 0);
+    let q = c.place(&req, plain.as_mut()).unwrap();
+    assert_eq!((q.node, q.score), (0, 400.0));
     // A pod that may use either type scores like the unconstrained one (the local score
     // depends on the workload, not on the request's types): the price sends it to V100 too.
     let mut either = whole(1, None);
     either.gpu_types = vec!["T4".into(), "V100".into()];
     assert_eq!(c.place(&either, &mut ag).unwrap().node, 1);
     assert_eq!(c.place(&either, plain.as_mut()).unwrap().node, 0);
+}
+
+#[test]
+fn host_scarcity_moves_weight_between_shapes_and_keeps_the_total() {
+    // An idle 8-GPU node with 128 vCPUs and an idle 2-GPU T4 node with 32 vCPUs. Workload: two
+    // 1-GPU 1-vCPU pods (one shape, weight 2/3) and one 8-GPU 100-vCPU pod (weight 1/3).
+    // Host scarcity (exponent 2): the 8-GPU shape fits 1 of the 2 GPU nodes, x (2/1)^2 = 4:
+    // 4/3; the 1-GPU shape fits both, x1: 2/3. Scaled back to the workload's total of 1:
+    // 8-GPU 2/3, 1-GPU 1/3.
+    // One more 1-GPU pod: on the 8-GPU node the 8-GPU shape stops fitting, so its 7000 free
+    // milli-GPU become fragment: growth 2/3 * 7000, score -4666.7. On the T4 node the 8-GPU
+    // shape never fits, so its free GPUs are fragment before and after: 2000 -> 1000, score
+    // +2/3 * 1000 = +666.7. The 1-GPU shape fits either way, and no GPU is stranded (rho =
+    // 10,000 milli-GPU / 102,000 milli-CPU; 28 free vCPUs feed 2,745 milli-GPU > 1,000).
+    // Without the scaling the 8-GPU shape weighs 4/3 and the scores double.
+    let c = Cluster::new(vec![
+        NodeState::new("big", 128_000, 524_288, 8, "G3", 16_384),
+        NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),
+    ]);
+    let mut big = whole(8, None);
+    big.cpu_milli = 100_000;
+    let workload = [whole(1, None), whole(1, None), big];
+    let mut ag = AutoGlm::from_workload(&workload);
+    let p = c.place(&whole(1, None), &mut ag).unwrap();
+    assert_eq!(p.node, 1);
+    assert!((p.score - 2000.0 / 3.0).abs() < 1e-9, "{}", p.score);
+    let (on_big, _) = ag.score(&c, 0, &whole(1, None));
+    assert!((on_big + 14000.0 / 3.0).abs() < 1e-9, "{on_big}");
 }
 
 #[test]

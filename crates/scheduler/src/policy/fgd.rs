@@ -455,7 +455,9 @@ impl Default for AutoGlmConfig {
 ///    only the 39 G3 nodes of the openb cluster) has its weight multiplied by
 ///    `(GPU nodes / host nodes)^scarcity`, so those nodes are kept for it rather than spent
 ///    on pods that fit anywhere (the issue's "keep rare types for the pods that need them",
-///    applied to every node dimension, not only the GPU type).
+///    applied to GPU count and CPU). Shapes limited to GPU types are left to the type
+///    prices (change 5) when those are on: they weigh the shape's demand, where this factor
+///    counts hosts only.
 /// 4. **Exact scores and informed ties**: no integer rounding; among equal scores the
 ///    smallest weighted leftover (BestFit's measure) wins, then the lowest node index:
 ///    deterministic, and it packs instead of spreading.
@@ -542,9 +544,11 @@ impl AutoGlm {
     pub fn type_prices(&self) -> Option<&TypePrices> {
         self.prices.as_ref()
     }
-    /// Scale each shape's weight by `GPU nodes / nodes that could host it when idle`, once
-    /// per cluster ([`Cluster::identity`]): shapes only a few nodes can ever host (e.g. 8 GPUs
-    /// with 120 vCPUs: 39 of 1,213 openb nodes) weigh more, so those nodes are kept for them.
+    /// Scale each shape's weight by `(GPU nodes / nodes that could host it when idle)^scarcity`,
+    /// once per cluster ([`Cluster::identity`]): shapes only a few nodes can ever host (e.g. 8
+    /// GPUs with 120 vCPUs: 39 of 1,213 openb nodes) weigh more, so those nodes are kept for
+    /// them. Shapes limited to GPU types keep their weight when type prices are on
+    /// ([`AutoGlmConfig::type_price`] > 0): the prices handle them.
     /// Always from the workload's own weights, so a policy moved to another cluster does not
     /// compound the factors.
     fn apply_scarcity(&mut self, cluster: &Cluster) {
@@ -563,6 +567,14 @@ impl AutoGlm {
             if s.num_gpu == 0 {
                 continue;
             }
+            // A shape limited to GPU types is priced by type ([`TypePrices`]), which weighs
+            // its demand against its types' free capacity; a static host-count factor on top
+            // kept rare types idle for a few pods (docs/benchmarks.md, "Host scarcity and
+            // GPU types").
+            if !s.gpu_types.is_empty() && self.config.type_price > 0.0 {
+                s.weight = base;
+                continue;
+            }
             let hosts = cluster
                 .nodes
                 .iter()
@@ -574,6 +586,16 @@ impl AutoGlm {
                 gpu_nodes / hosts as f64
             };
             s.weight = base * m.powf(self.config.scarcity);
+        }
+        // The factors move weight between shapes; the total stays the workload's (1), so the
+        // stranding term and the type prices, whose weights are per milli-GPU of a measure
+        // whose weights sum to 1, keep their scale whatever the cluster.
+        let before: f64 = self.base_weights.iter().sum();
+        let after: f64 = self.typical.specs.iter().map(|s| s.weight).sum();
+        if after > 0.0 {
+            for s in &mut self.typical.specs {
+                s.weight *= before / after;
+            }
         }
         self.cache = FragCache::default();
         self.index.reset();
