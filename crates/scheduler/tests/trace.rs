@@ -150,3 +150,60 @@ fn packing_bound_holds_for_real_replays() {
         end.allocated_pct
     );
 }
+
+#[test]
+fn gpu_spec_column_is_a_set_of_names() {
+    // The published gpuspec lists repeat names (`V100M16|V100M32|V100M32`); the loader keeps
+    // each name once, sorted, as the controller does; `nan` and CPU-only pods name none.
+    let path = std::env::temp_dir().join(format!("gpuspec-{}.csv", std::process::id()));
+    std::fs::write(
+        &path,
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
+         a,1000,1024,1,1000,V100M32|V100M16|V100M32\n\
+         b,1000,1024,1,500,nan\n\
+         c,1000,1024,0,0,T4\n\
+         d,1000,1024,2,1000,T4\n",
+    )
+    .unwrap();
+    let pods = load_pods(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let types: Vec<Vec<String>> = pods.iter().map(|p| p.gpu_types.clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            vec!["V100M16".to_string(), "V100M32".to_string()],
+            vec![],
+            vec![],
+            vec!["T4".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn published_gpuspec_rows_are_rows_of_the_default_list() {
+    // crates/scheduler/data/openb-gpuspec keeps the rows of the FGD paper's gpuspec lists that
+    // name GPU types; each must be the default list's pod of that name (same GPU request),
+    // and each list limits about its share of the 7,064 GPU pods.
+    let Some((_, default)) = openb() else { return };
+    let by_name: std::collections::HashMap<&str, &PodRequest> =
+        default.iter().map(|p| (p.name.as_str(), p)).collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/openb-gpuspec");
+    for (pct, rows) in [(5, 369), (10, 732), (20, 1444), (25, 1759), (33, 2388)] {
+        let text = std::fs::read_to_string(dir.join(format!("gpuspec{pct:02}.csv"))).unwrap();
+        let mut n = 0;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.splitn(4, ',').collect();
+            let p = by_name[f[0]];
+            let want = GpuRequest::from_trace(f[1].parse().unwrap(), f[2].parse().unwrap());
+            assert_eq!(Ok(p.gpu), want, "{line}");
+            assert!(!f[3].is_empty(), "{line}");
+            n += 1;
+        }
+        assert_eq!(n, rows, "gpuspec{pct:02}");
+        let share = n as f64 / 7064.0;
+        assert!(
+            (share - f64::from(pct) / 100.0).abs() < 0.02,
+            "gpuspec{pct:02}: {share}"
+        );
+    }
+}

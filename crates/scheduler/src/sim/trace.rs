@@ -164,7 +164,8 @@ pub fn load_nodes(path: &Path) -> Result<Vec<NodeState>, TraceError> {
 }
 
 /// Load a pod list with at least `name,cpu_milli,memory_mib,num_gpu,gpu_milli`; an optional
-/// `gpu_spec` column (`|`-separated GPU types, empty for any) is honoured; other columns
+/// `gpu_spec` column (`|`-separated GPU types, empty for any; kept sorted and without
+/// repeats) is honoured; other columns
 /// (qos, phase, times) are ignored.
 ///
 /// # Errors
@@ -198,7 +199,16 @@ pub fn load_pods(path: &Path) -> Result<Vec<PodRequest>, TraceError> {
         if let Some(c) = spec {
             let s = t.rows[i].get(c).unwrap_or("");
             if !s.is_empty() && s != "nan" && gpu != GpuRequest::None {
-                p.gpu_types = s.split('|').map(str::to_string).collect();
+                // As the controller does: a set of names (the published lists repeat some,
+                // e.g. `V100M16|V100M32|V100M32`).
+                let mut types: Vec<String> = s
+                    .split('|')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                types.sort();
+                types.dedup();
+                p.gpu_types = types;
             }
         }
         pods.push(p);
