@@ -36,6 +36,9 @@ def main() -> int:
                 if base is None or (base["num_gpu"], base["gpu_milli"]) != (r["num_gpu"], r["gpu_milli"]):
                     print(f"gpuspec{pct}: {r['name']} does not match the default list", file=sys.stderr)
                     return 1
+                if r["name"] in spec:
+                    print(f"gpuspec{pct}: {r['name']} is listed twice", file=sys.stderr)
+                    return 1
                 spec[r["name"]] = r["gpu_spec"]
         path = os.path.join(out_dir, f"openb_pod_list_gpuspec{pct}.csv")
         with open(path, "w", newline="") as f:
@@ -43,7 +46,7 @@ def main() -> int:
             w.writeheader()
             for r in rows:
                 w.writerow({**r, "gpu_spec": spec.get(r["name"], "")})
-        size = os.path.getsize(path)
+        size = os.path.getsize(path)  # bytes; the lists are ASCII, so also characters
         status = "matches the published size" if size == chars else f"differs from the published {chars}"
         print(f"{path}: {len(spec)} of {len(rows)} pods name GPU types; {size} characters, {status}")
         if size != chars:

@@ -53,8 +53,13 @@ fn main() -> anyhow::Result<()> {
     let reserve_above = flag("--reserve-above")?;
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
     let policy = arg(0, "autoglm");
-    let variant = Variant::parse(&arg(1, "default"))
-        .ok_or_else(|| anyhow::anyhow!("unknown variant (known: {:?})", Variant::NAMES))?;
+    let variant = Variant::parse(&arg(1, "default")).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown variant (known: {:?}, or {})",
+            Variant::NAMES,
+            Variant::FAMILY_HELP
+        )
+    })?;
     let config = AutoGlmConfig {
         cpu_strand_weight: arg(2, "1").parse()?,
         scarcity: arg(3, "2").parse()?,

@@ -334,7 +334,7 @@ fn host_scarcity_moves_weight_between_shapes_and_keeps_the_total() {
     // milli-GPU become fragment: growth 2/3 * 7000, score -4666.7. On the T4 node the 8-GPU
     // shape never fits, so its free GPUs are fragment before and after: 2000 -> 1000, score
     // +2/3 * 1000 = +666.7. The 1-GPU shape fits either way, and no GPU is stranded (rho =
-    // 10,000 milli-GPU / 102,000 milli-CPU; 28 free vCPUs feed 2,745 milli-GPU > 1,000).
+    // 10,000 milli-GPU / 102,000 milli-CPU; 31 free vCPUs feed 3,039 milli-GPU > 1,000).
     // Without the scaling the 8-GPU shape weighs 4/3 and the scores double.
     let c = Cluster::new(vec![
         NodeState::new("big", 128_000, 524_288, 8, "G3", 16_384),
@@ -357,7 +357,9 @@ fn autoglm_moved_to_another_cluster_decides_as_a_fresh_one() {
     // (or compound) those weights into the next, of the same or another size.
     let mut big = whole(8, None);
     big.cpu_milli = 100_000;
-    let workload = [whole(1, None), whole(1, None), big];
+    // A CPU-only pod too: its shape takes no factor but is scaled with the others.
+    let cpu_only = PodRequest::new("c", 1000, 1024, GpuRequest::None);
+    let workload = [whole(1, None), whole(1, None), big, cpu_only];
     let first = Cluster::new(vec![
         NodeState::new("g3", 128_000, 524_288, 8, "G3", 16_384),
         NodeState::new("t4", 32_000, 65_536, 2, "T4", 16_384),

@@ -160,7 +160,7 @@ fn gpu_spec_column_is_a_set_of_names() {
         &path,
         "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
          a,1000,1024,1,1000,V100M32|V100M16|V100M32\n\
-         b,1000,1024,1,500,nan\n\
+         b,1000,1024,1,500, NaN\n\
          c,1000,1024,0,0,T4\n\
          d,1000,1024,2,1000,T4\n",
     )

@@ -205,7 +205,7 @@ fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
 fn parse_variant(name: &str) -> anyhow::Result<Variant> {
     Variant::parse(name).with_context(|| {
         format!(
-            "--variant: unknown {name:?} (known: {}, or a family of the FGD paper: {})",
+            "--variant: unknown or out of range {name:?} (known: {}, or a family of the FGD paper: {})",
             Variant::NAMES.join(", "),
             Variant::FAMILY_HELP
         )

@@ -194,16 +194,18 @@ pub enum Variant {
 /// with the trace (`alibaba/clusterdata`, `cluster-trace-gpu-v2023/csv`), which its §6.3-6.6
 /// use to vary one property of the default list. The published files are samples of the
 /// default list; [`make_variant`] rebuilds them from any list by the rule each one follows,
-/// read off the published files' pod counts (stated per family; the counts differ from the
-/// rule's expectation by sampling only), and draws with the variant's seed.
+/// read off the published files' pod counts (stated per family), and draws with the
+/// variant's seed. When a class the rule draws from is empty in the given list (e.g. no
+/// CPU-only pods for `cpu`), nothing is drawn from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `cpu<NNN>`: every GPU pod of the list, plus CPU-only pods drawn uniformly with
     /// replacement from the list's CPU-only pods until they are `NNN / 10` % of all pods
     /// (`n = round(G x f / (1 - f))`, `f = NNN / 1000`, `G` the GPU pods). Published:
     /// `cpu050` 375 CPU-only pods of 7,439 (5.0%), `cpu100` 789 of 7,853 (10.0%), `cpu250`
-    /// 2,356 of 9,420 (25.0%), each with the default list's 7,064 GPU pods. The default list
-    /// itself has 1,088 of 8,152 (13.3%).
+    /// 2,356 of 9,420 (25.0%), each with the default list's 7,064 GPU pods; the rule gives
+    /// 372, 785 and 2,355 (the published lists have 0.1-0.8% more, for a reason the files do
+    /// not show). The default list itself has 1,088 of 8,152 (13.3%).
     Cpu,
     /// `gpushare<NN>`: the list's CPU-only pods, and as many GPU pods as the list has, drawn
     /// uniformly with replacement from its GPU-sharing pods (one GPU, under 1000 milli-GPU)
@@ -231,8 +233,9 @@ impl Family {
 
 impl Variant {
     /// Parse a CLI name: one of [`Variant::NAMES`], or a family name such as `cpu050`,
-    /// `gpushare80` or `multigpu30` (the published lists' names; `cpu` takes 0..=900,
-    /// `gpushare` 1..=100, `multigpu` 1..=90).
+    /// `gpushare80` or `multigpu30` (the published lists' names; `cpu` takes three digits,
+    /// 000..=900, so the published `cpu0` is `cpu000`; `gpushare` 0..=100 and `multigpu`
+    /// 0..=90 without leading zeros).
     pub fn parse(s: &str) -> Option<Self> {
         if let Some(i) = Variant::NAMES.iter().position(|n| *n == s) {
             return Some(Variant::FIXED[i]);
@@ -244,12 +247,15 @@ impl Variant {
             return None;
         }
         let pct: u16 = digits.parse().ok()?;
-        let ok = match family {
+        // One spelling per variant, so that names print back as given: `cpu` takes exactly
+        // three digits (tenths of a percent), the others none with a leading zero.
+        let canonical = Variant::Family(family, pct).name() == s;
+        let in_range = match family {
             Family::Cpu => pct <= 900,
-            Family::GpuShare => (1..=100).contains(&pct),
-            Family::MultiGpu => (1..=90).contains(&pct),
+            Family::GpuShare => pct <= 100,
+            Family::MultiGpu => pct <= 90,
         };
-        ok.then_some(Variant::Family(family, pct))
+        (canonical && in_range).then_some(Variant::Family(family, pct))
     }
     /// The fixed CLI names (the families' names are `cpu<NNN>`, `gpushare<NN>`,
     /// `multigpu<NN>`; [`Variant::FAMILY_HELP`]), in the order of [`Variant::FIXED`].
@@ -271,9 +277,9 @@ impl Variant {
         Variant::RareTypes,
     ];
     /// How the family names are formed, for error messages.
-    pub const FAMILY_HELP: &'static str = "cpu<0..900> (CPU-only pods as tenths of a percent of all pods, e.g. cpu050), \
-gpushare<1..100> (% of the GPU request from GPU-sharing pods), multigpu<1..90> (% of the GPU \
-request from multi-GPU pods)";
+    pub const FAMILY_HELP: &'static str = "cpu<000..900> (CPU-only pods in tenths of a percent of all pods, three \
+digits, e.g. cpu050), gpushare<0..100> (% of the GPU request from GPU-sharing pods), \
+multigpu<0..90> (% of the GPU request from multi-GPU pods)";
 
     /// The CLI name (`cpu050` keeps the published lists' three digits).
     pub fn name(&self) -> String {
@@ -364,11 +370,11 @@ fn make_family(
             if multi.is_empty() {
                 return out;
             }
-            let f = f64::from(pct) / 100.0;
             let mut total: u64 = pods.iter().map(|p| p.gpu.total_milli()).sum();
             let mut part: u64 = multi.iter().map(|p| p.gpu.total_milli()).sum();
             let mut k = 0;
-            while (part as f64) < f * total as f64 {
+            // Integers: "at least pct%" exactly, e.g. 7,000 of 100,000 is 7%.
+            while part * 100 < u64::from(pct) * total {
                 let p = draw(&multi, 1, k, rng).remove(0);
                 total += p.gpu.total_milli();
                 part += p.gpu.total_milli();
@@ -533,8 +539,10 @@ mod tests {
             "cpu000",
             "cpu050",
             "cpu250",
+            "gpushare0",
             "gpushare20",
             "gpushare100",
+            "multigpu0",
             "multigpu50",
         ] {
             let v = Variant::parse(name).unwrap();
@@ -545,14 +553,20 @@ mod tests {
             assert_eq!(Variant::parse(name), Some(Variant::FIXED[i]));
             assert_eq!(Variant::FIXED[i].name(), *name);
         }
+        // Out of range, not three digits for cpu, leading zeros, not a number.
         for bad in [
-            "gpushare0",
             "gpushare101",
             "multigpu91",
             "cpu901",
+            "cpu0",
+            "cpu50",
+            "cpu0500",
+            "gpushare080",
+            "multigpu05",
             "cpu",
             "cpu-5",
             "cpu5x",
+            "gpushare+5",
         ] {
             assert_eq!(Variant::parse(bad), None, "{bad}");
         }
@@ -612,6 +626,12 @@ mod tests {
         assert_eq!(out.len(), 10);
         assert_eq!(&out[..8], &family_list()[..]);
         assert_eq!(counts(&out), (2, 3, 2, 3));
+        // Exactly at the share: 7,000 of 100,000 milli-GPU is 7% (93 one-GPU pods and one
+        // seven-GPU pod); nothing is appended (a float comparison appended one).
+        let mut exact: Vec<PodRequest> = (0..93).map(|i| pod(&format!("w{i}"), 1, 1000)).collect();
+        exact.push(pod("m", 7, 1000));
+        let out = make_variant(&exact, &[], Variant::parse("multigpu7").unwrap(), 3);
+        assert_eq!(out.len(), 94);
         // Already above 30%: nothing appended.
         let out = make_variant(
             &family_list(),

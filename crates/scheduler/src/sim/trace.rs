@@ -197,8 +197,8 @@ pub fn load_pods(path: &Path) -> Result<Vec<PodRequest>, TraceError> {
             gpu,
         );
         if let Some(c) = spec {
-            let s = t.rows[i].get(c).unwrap_or("");
-            if !s.is_empty() && s != "nan" && gpu != GpuRequest::None {
+            let s = t.rows[i].get(c).unwrap_or("").trim();
+            if !s.is_empty() && !s.eq_ignore_ascii_case("nan") && gpu != GpuRequest::None {
                 // As the controller does: a set of names (the published lists repeat some,
                 // e.g. `V100M16|V100M32|V100M32`).
                 let mut types: Vec<String> = s
