@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use autoglm_scheduler::model::{GpuRequest, NodeState, PodRequest};
-use autoglm_scheduler::sim::placement::inflate_and_shuffle;
+use autoglm_scheduler::sim::placement::{Variant, inflate_and_shuffle, make_variant};
 use autoglm_scheduler::sim::trace::{load_nodes, load_pods};
 
 fn data(file: &str) -> PathBuf {
@@ -200,6 +200,15 @@ fn published_gpuspec_rows_are_rows_of_the_default_list() {
             n += 1;
         }
         assert_eq!(n, rows, "gpuspec{pct:02}");
+        // The same rows through `--variant gpuspecNN`: accepted for the default list, and
+        // exactly those pods name types.
+        let v = Variant::parse(&format!("gpuspec{pct:02}")).unwrap();
+        assert_eq!(v.check(&default), Ok(()));
+        let typed = make_variant(&default, &[], v, 42)
+            .iter()
+            .filter(|p| !p.gpu_types.is_empty())
+            .count();
+        assert_eq!(typed, rows, "gpuspec{pct:02}");
         let share = n as f64 / 7064.0;
         assert!(
             (share - f64::from(pct) / 100.0).abs() < 0.02,

@@ -53,7 +53,8 @@ enum Cmd {
         seeds: String,
         /// Workload variant of the pod list (default, sharing, multi-gpu, gpu-type, few-cpu,
         /// rare-types, or one of the FGD paper's families: cpu<NNN>, gpushare<NN>,
-        /// multigpu<NN>, e.g. cpu050, gpushare80, multigpu30).
+        /// multigpu<NN>, e.g. cpu050, gpushare80, multigpu30, and gpuspec05/10/20/25/33 for
+        /// the default list).
         #[arg(long, default_value = "default")]
         variant: String,
         /// Output format.
@@ -264,6 +265,7 @@ fn placement(
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
+    variant.check(&base).map_err(anyhow::Error::msg)?;
     let cap = gpu_capacity_milli(&node_list);
 
     let mut tasks: Vec<(String, u64)> = Vec::new();
@@ -411,7 +413,9 @@ fn placement(
 fn generate(nodes: PathBuf, pods: PathBuf, variant: String, seed: u64) -> anyhow::Result<()> {
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
-    let list = make_variant(&load_pods(&pods)?, &node_list, variant, seed);
+    let base = load_pods(&pods)?;
+    variant.check(&base).map_err(anyhow::Error::msg)?;
+    let list = make_variant(&base, &node_list, variant, seed);
     println!("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec");
     for p in list {
         println!(
@@ -441,6 +445,7 @@ fn synthetic(
     let variant = parse_variant(variant)?;
     let shapes = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
+    variant.check(&base).map_err(anyhow::Error::msg)?;
     if shapes.is_empty() || base.is_empty() {
         bail!("--nodes and --pods must each hold at least one row");
     }
@@ -575,6 +580,7 @@ fn bound_cmd(
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
     let base = load_pods(&pods)?;
+    variant.check(&base).map_err(anyhow::Error::msg)?;
     let cap = gpu_capacity_milli(&node_list);
     if cap == 0 {
         bail!("--nodes: {} lists no GPUs", nodes.display());

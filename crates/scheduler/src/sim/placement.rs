@@ -188,6 +188,42 @@ pub enum Variant {
     /// One of the FGD paper's workload families (§6.3-6.6), built by the rule its published
     /// lists follow; see [`Family`].
     Family(Family, u16),
+    /// The FGD paper's published `openb_pod_list_gpuspec<NN>.csv` (NN = 5, 10, 20, 25 or 33):
+    /// the default list with the GPU types its published copy names for NN% of the GPU pods,
+    /// matched by pod name (`crates/scheduler/data/openb-gpuspec`; [`Variant::check`] refuses
+    /// a list whose pods do not match).
+    GpuSpec(u8),
+}
+
+/// The published `gpuspec` rows (`name,num_gpu,gpu_milli,gpu_spec`), by share.
+const GPUSPEC: [(u8, &str); 5] = [
+    (5, include_str!("../../data/openb-gpuspec/gpuspec05.csv")),
+    (10, include_str!("../../data/openb-gpuspec/gpuspec10.csv")),
+    (20, include_str!("../../data/openb-gpuspec/gpuspec20.csv")),
+    (25, include_str!("../../data/openb-gpuspec/gpuspec25.csv")),
+    (33, include_str!("../../data/openb-gpuspec/gpuspec33.csv")),
+];
+
+/// One published `gpuspec` row: pod name, GPU count, milli-GPU per GPU, allowed types (sorted,
+/// without repeats, as the trace loader keeps them).
+fn gpuspec_rows(pct: u8) -> Vec<(&'static str, u32, u32, Vec<String>)> {
+    let text = GPUSPEC
+        .iter()
+        .find(|(p, _)| *p == pct)
+        .map_or("", |(_, t)| t);
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.splitn(4, ',');
+            let name = f.next()?;
+            let num = f.next()?.parse().ok()?;
+            let milli = f.next()?.parse().ok()?;
+            let mut types: Vec<String> = f.next()?.split('|').map(str::to_string).collect();
+            types.sort();
+            types.dedup();
+            Some((name, num, milli, types))
+        })
+        .collect()
 }
 
 /// The FGD paper's workload families: the `openb_pod_list_<family><pct>.csv` lists published
@@ -240,6 +276,12 @@ impl Variant {
         if let Some(i) = Variant::NAMES.iter().position(|n| *n == s) {
             return Some(Variant::FIXED[i]);
         }
+        if let Some(d) = s.strip_prefix("gpuspec") {
+            return GPUSPEC
+                .iter()
+                .find(|(p, _)| format!("{p:02}") == d)
+                .map(|(p, _)| Variant::GpuSpec(*p));
+        }
         let (family, digits) = [Family::Cpu, Family::GpuShare, Family::MultiGpu]
             .into_iter()
             .find_map(|f| s.strip_prefix(f.prefix()).map(|d| (f, d)))?;
@@ -279,13 +321,50 @@ impl Variant {
     /// How the family names are formed, for error messages.
     pub const FAMILY_HELP: &'static str = "cpu<000..900> (CPU-only pods in tenths of a percent of all pods, three \
 digits, e.g. cpu050), gpushare<0..100> (% of the GPU request from GPU-sharing pods), \
-multigpu<0..90> (% of the GPU request from multi-GPU pods)";
+multigpu<0..90> (% of the GPU request from multi-GPU pods), gpuspec05/10/20/25/33 (the published \
+GPU types of that share of the GPU pods, for openb_pod_list_default.csv)";
+
+    /// Whether this variant can be built from `pods`: a `gpuspec` variant names pods of the
+    /// default openb list, and each must be in `pods` with the same GPU request.
+    ///
+    /// # Errors
+    /// A message naming the first pod that is missing or differs.
+    pub fn check(&self, pods: &[PodRequest]) -> Result<(), String> {
+        let Variant::GpuSpec(pct) = *self else {
+            return Ok(());
+        };
+        let by_name: std::collections::HashMap<&str, &PodRequest> =
+            pods.iter().map(|p| (p.name.as_str(), p)).collect();
+        let rows = gpuspec_rows(pct);
+        for (name, num, milli, _) in &rows {
+            let want = GpuRequest::from_trace(*num, *milli).ok();
+            match by_name.get(name) {
+                Some(p) if Some(p.gpu) == want => {}
+                Some(_) => {
+                    return Err(format!(
+                        "--variant {self}: pod {name} asks a different GPU request than in the \
+                         published list; it applies to openb_pod_list_default.csv"
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "--variant {self}: the pod list has no pod named {name} (one of the {} \
+                         the published list names GPU types for); it applies to \
+                         openb_pod_list_default.csv",
+                        rows.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// The CLI name (`cpu050` keeps the published lists' three digits).
     pub fn name(&self) -> String {
         match *self {
             Variant::Family(Family::Cpu, pct) => format!("cpu{pct:03}"),
             Variant::Family(f, pct) => format!("{}{pct}", f.prefix()),
+            Variant::GpuSpec(pct) => format!("gpuspec{pct:02}"),
             v => {
                 let i = Variant::FIXED.iter().position(|f| *f == v).unwrap_or(0);
                 Variant::NAMES[i].to_string()
@@ -407,6 +486,23 @@ pub fn make_variant(
     match variant {
         Variant::Default => pods.to_vec(),
         Variant::Family(family, pct) => make_family(pods, family, pct, &mut rng),
+        Variant::GpuSpec(pct) => {
+            let types: std::collections::HashMap<&str, Vec<String>> = gpuspec_rows(pct)
+                .into_iter()
+                .map(|(name, _, _, t)| (name, t))
+                .collect();
+            pods.iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    if p.gpu != GpuRequest::None
+                        && let Some(t) = types.get(p.name.as_str())
+                    {
+                        p.gpu_types = t.clone();
+                    }
+                    p
+                })
+                .collect()
+        }
         Variant::GpuType | Variant::RareTypes => {
             let (names, ids) = gpu_model_ids(nodes);
             let mut models: Vec<(String, usize)> = names.into_iter().map(|m| (m, 0)).collect();
@@ -549,6 +645,17 @@ mod tests {
             assert!(matches!(v, Variant::Family(..)), "{name}");
             assert_eq!(v.name(), name);
         }
+        for name in [
+            "gpuspec05",
+            "gpuspec10",
+            "gpuspec20",
+            "gpuspec25",
+            "gpuspec33",
+        ] {
+            let v = Variant::parse(name).unwrap();
+            assert!(matches!(v, Variant::GpuSpec(_)), "{name}");
+            assert_eq!(v.name(), name);
+        }
         for (i, name) in Variant::NAMES.iter().enumerate() {
             assert_eq!(Variant::parse(name), Some(Variant::FIXED[i]));
             assert_eq!(Variant::FIXED[i].name(), *name);
@@ -567,9 +674,40 @@ mod tests {
             "cpu-5",
             "cpu5x",
             "gpushare+5",
+            "gpuspec5",
+            "gpuspec11",
+            "gpuspec",
         ] {
             assert_eq!(Variant::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn gpuspec_variant_names_types_by_pod_name_and_refuses_other_lists() {
+        // The first published gpuspec33 row is openb-pod-0009, 1 x 1000 milli-GPU, limited to
+        // V100M16|V100M32; openb-pod-0000 names no type in any published list.
+        let v = Variant::parse("gpuspec33").unwrap();
+        let list = vec![
+            pod("openb-pod-0000", 1, 1000),
+            pod("openb-pod-0009", 1, 1000),
+        ];
+        let out = make_variant(&list, &[], v, 1);
+        assert!(out[0].gpu_types.is_empty());
+        assert_eq!(out[1].gpu_types, vec!["V100M16", "V100M32"]);
+        // Check against the whole published list: this two-pod list lacks most of its pods,
+        // and a pod of that name with another request is refused too.
+        let err = v.check(&list).unwrap_err();
+        assert!(
+            err.contains("has no pod named") && err.contains("2388"),
+            "{err}"
+        );
+        let other = vec![pod("openb-pod-0009", 1, 500)];
+        let err = v.check(&other).unwrap_err();
+        assert!(
+            err.contains("openb-pod-0009") && err.contains("different GPU request"),
+            "{err}"
+        );
+        assert_eq!(Variant::Default.check(&other), Ok(()));
     }
 
     #[test]
