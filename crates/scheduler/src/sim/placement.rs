@@ -622,6 +622,11 @@ mod tests {
         ]
     }
 
+    /// The variant `name` of [`family_list`] for `seed`.
+    fn family(name: &str, seed: u64) -> Vec<PodRequest> {
+        make_variant(&family_list(), &[], Variant::parse(name).unwrap(), seed)
+    }
+
     fn counts(pods: &[PodRequest]) -> (usize, usize, usize, usize) {
         let c = pods.iter().filter(|p| p.gpu == GpuRequest::None).count();
         let s = pods.iter().filter(|p| is_sharing(p)).count();
@@ -713,12 +718,12 @@ mod tests {
     #[test]
     fn cpu_family_keeps_gpu_pods_and_sets_the_cpu_only_share() {
         // f = 0.25, 6 GPU pods: round(6 x 0.25 / 0.75) = 2 CPU-only pods.
-        let out = make_variant(&family_list(), &[], Variant::parse("cpu250").unwrap(), 1);
+        let out = family("cpu250", 1);
         assert_eq!(counts(&out), (2, 3, 2, 1));
         // f = 0.5: 6 CPU-only pods; f = 0: none.
-        let out = make_variant(&family_list(), &[], Variant::parse("cpu500").unwrap(), 1);
+        let out = family("cpu500", 1);
         assert_eq!(counts(&out), (6, 3, 2, 1));
-        let out = make_variant(&family_list(), &[], Variant::parse("cpu000").unwrap(), 1);
+        let out = family("cpu000", 1);
         assert_eq!(counts(&out), (0, 3, 2, 1));
         assert!(out.iter().all(|p| !p.name.starts_with('c')));
     }
@@ -727,12 +732,7 @@ mod tests {
     fn gpushare_family_sets_the_sharing_share_of_the_gpu_request() {
         // m_s = 500, m_o = (1000 + 1000 + 2000) / 3 = 4000/3, G = 6, f = 0.5:
         // s = 0.5 x 6 x 4000/3 / (500 x 0.5 + 0.5 x 4000/3) = 4000 / (250 + 2000/3) = 4.36 -> 4.
-        let out = make_variant(
-            &family_list(),
-            &[],
-            Variant::parse("gpushare50").unwrap(),
-            7,
-        );
+        let out = family("gpushare50", 7);
         let (c, s, w, m) = counts(&out);
         assert_eq!((c, s, w + m), (2, 4, 2));
         assert!(
@@ -741,12 +741,7 @@ mod tests {
                 .all(|p| p.gpu.total_milli() == 500)
         );
         // 100%: every GPU pod is a sharing pod.
-        let out = make_variant(
-            &family_list(),
-            &[],
-            Variant::parse("gpushare100").unwrap(),
-            7,
-        );
+        let out = family("gpushare100", 7);
         assert_eq!(counts(&out), (2, 6, 0, 0));
     }
 
@@ -755,12 +750,7 @@ mod tests {
         // 2,000 of 5,500 milli (36%) is multi-GPU. Each appended m0 adds 2,000 to both:
         // (2000 + 2000k) / (5500 + 2000k) >= 0.6 first at k = 2 (6000 / 9500 = 0.63;
         // k = 1: 4000 / 7500 = 0.53).
-        let out = make_variant(
-            &family_list(),
-            &[],
-            Variant::parse("multigpu60").unwrap(),
-            3,
-        );
+        let out = family("multigpu60", 3);
         assert_eq!(out.len(), 10);
         assert_eq!(&out[..8], &family_list()[..]);
         assert_eq!(counts(&out), (2, 3, 2, 3));
@@ -771,12 +761,7 @@ mod tests {
         let out = make_variant(&exact, &[], Variant::parse("multigpu7").unwrap(), 3);
         assert_eq!(out.len(), 94);
         // Already above 30%: nothing appended.
-        let out = make_variant(
-            &family_list(),
-            &[],
-            Variant::parse("multigpu30").unwrap(),
-            3,
-        );
+        let out = family("multigpu30", 3);
         assert_eq!(out, family_list());
     }
 
