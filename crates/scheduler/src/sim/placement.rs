@@ -204,26 +204,37 @@ const GPUSPEC: [(u8, &str); 5] = [
     (33, include_str!("../../data/openb-gpuspec/gpuspec33.csv")),
 ];
 
-/// One published `gpuspec` row: pod name, GPU count, milli-GPU per GPU, allowed types (sorted,
-/// without repeats, as the trace loader keeps them).
-fn gpuspec_rows(pct: u8) -> Vec<(&'static str, u32, u32, Vec<String>)> {
-    let text = GPUSPEC
-        .iter()
-        .find(|(p, _)| *p == pct)
-        .map_or("", |(_, t)| t);
-    text.lines()
+/// One published `gpuspec` row: pod name, GPU count, milli-GPU per GPU, allowed types.
+type GpuSpecRow = (&'static str, u32, u32, Vec<String>);
+
+/// The published `gpuspec` rows for `pct` percent: pod name, GPU count, milli-GPU per GPU and
+/// allowed types ([`crate::sim::trace::gpu_type_set`], as the trace loader keeps them); `None`
+/// for a share that was not published.
+///
+/// # Panics
+/// On a malformed line of the embedded files (a test reads every line of all five).
+fn gpuspec_rows(pct: u8) -> Option<Vec<GpuSpecRow>> {
+    let text = GPUSPEC.iter().find(|(p, _)| *p == pct)?.1;
+    let rows = text
+        .lines()
         .skip(1)
-        .filter_map(|line| {
-            let mut f = line.splitn(4, ',');
-            let name = f.next()?;
-            let num = f.next()?.parse().ok()?;
-            let milli = f.next()?.parse().ok()?;
-            let mut types: Vec<String> = f.next()?.split('|').map(str::to_string).collect();
-            types.sort();
-            types.dedup();
-            Some((name, num, milli, types))
+        .map(|line| {
+            let f: Vec<&str> = line.splitn(4, ',').collect();
+            let parsed = match f[..] {
+                [name, num, milli, spec] => num
+                    .parse()
+                    .ok()
+                    .zip(milli.parse().ok())
+                    .map(|(n, m)| (name, n, m, crate::sim::trace::gpu_type_set(spec))),
+                _ => None,
+            };
+            match parsed {
+                Some(r) if !r.3.is_empty() => r,
+                _ => panic!("gpuspec{pct:02}.csv: malformed line {line:?}"),
+            }
         })
-        .collect()
+        .collect();
+    Some(rows)
 }
 
 /// The FGD paper's workload families: the `openb_pod_list_<family><pct>.csv` lists published
@@ -333,17 +344,33 @@ GPU types of that share of the GPU pods, for openb_pod_list_default.csv)";
         let Variant::GpuSpec(pct) = *self else {
             return Ok(());
         };
-        let by_name: std::collections::HashMap<&str, &PodRequest> =
-            pods.iter().map(|p| (p.name.as_str(), p)).collect();
-        let rows = gpuspec_rows(pct);
+        let Some(rows) = gpuspec_rows(pct) else {
+            return Err(format!(
+                "--variant {self}: no gpuspec list was published for {pct}%"
+            ));
+        };
+        let mut by_name: std::collections::HashMap<&str, Vec<&PodRequest>> =
+            std::collections::HashMap::new();
+        for p in pods {
+            by_name.entry(p.name.as_str()).or_default().push(p);
+        }
         for (name, num, milli, _) in &rows {
-            let want = GpuRequest::from_trace(*num, *milli).ok();
-            match by_name.get(name) {
-                Some(p) if Some(p.gpu) == want => {}
+            let want = GpuRequest::from_trace(*num, *milli);
+            match by_name.get(name).map(Vec::as_slice) {
+                Some([p]) if Ok(p.gpu) == want => {}
+                Some([p]) => {
+                    return Err(format!(
+                        "--variant {self}: pod {name} asks {} GPU(s) of {} milli-GPU, the \
+                         published list {num} of {milli}; it applies to \
+                         openb_pod_list_default.csv",
+                        p.gpu.gpu_count(),
+                        p.gpu.milli_per_gpu()
+                    ));
+                }
                 Some(_) => {
                     return Err(format!(
-                        "--variant {self}: pod {name} asks a different GPU request than in the \
-                         published list; it applies to openb_pod_list_default.csv"
+                        "--variant {self}: the pod list names {name} more than once; the \
+                         types go by pod name, so names must be unique"
                     ));
                 }
                 None => {
@@ -488,6 +515,7 @@ pub fn make_variant(
         Variant::Family(family, pct) => make_family(pods, family, pct, &mut rng),
         Variant::GpuSpec(pct) => {
             let types: std::collections::HashMap<&str, Vec<String>> = gpuspec_rows(pct)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(name, _, _, t)| (name, t))
                 .collect();
@@ -708,11 +736,46 @@ mod tests {
         );
         let other = vec![pod("openb-pod-0009", 1, 500)];
         let err = v.check(&other).unwrap_err();
+        assert!(err.contains("openb-pod-0009 asks 1 GPU(s) of 500"), "{err}");
+        assert_eq!(Variant::Default.check(&other), Ok(()));
+        let twice = vec![
+            pod("openb-pod-0009", 1, 1000),
+            pod("openb-pod-0009", 1, 500),
+        ];
+        let err = v.check(&twice).unwrap_err();
+        assert!(err.contains("more than once"), "{err}");
+        let err = Variant::GpuSpec(7).check(&list).unwrap_err();
         assert!(
-            err.contains("openb-pod-0009") && err.contains("different GPU request"),
+            err.contains("no gpuspec list was published for 7%"),
             "{err}"
         );
-        assert_eq!(Variant::Default.check(&other), Ok(()));
+    }
+
+    #[test]
+    fn every_embedded_gpuspec_row_parses_to_a_clean_type_set() {
+        // Every data line of the five files becomes a row (a malformed one panics), with
+        // the published counts, and the types are non-empty, trimmed, sorted and unique.
+        for (pct, rows) in [(5, 369), (10, 732), (20, 1444), (25, 1759), (33, 2388)] {
+            let text = GPUSPEC.iter().find(|(p, _)| *p == pct).unwrap().1;
+            assert_eq!(text.lines().count(), rows + 1, "gpuspec{pct:02}");
+            let parsed = gpuspec_rows(pct).unwrap();
+            assert_eq!(parsed.len(), rows, "gpuspec{pct:02}");
+            for (name, _, _, types) in &parsed {
+                assert!(types.windows(2).all(|w| w[0] < w[1]), "{name}: {types:?}");
+                assert!(
+                    types.iter().all(|t| !t.is_empty() && t.trim() == t),
+                    "{name}: {types:?}"
+                );
+            }
+        }
+        // A repeated name in the published spec is kept once: gpuspec33 has 141 pods limited
+        // to V100M16|V100M32 and 22 to V100M16|V100M32|V100M32.
+        let both = gpuspec_rows(33)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, _, _, t)| t == &["V100M16", "V100M32"])
+            .count();
+        assert_eq!(both, 141 + 22);
     }
 
     #[test]

@@ -163,6 +163,20 @@ pub fn load_nodes(path: &Path) -> Result<Vec<NodeState>, TraceError> {
     Ok(nodes)
 }
 
+/// The GPU types of a `gpu_spec` value (`|`-separated): trimmed, without empty names, sorted
+/// and without repeats, as the controller keeps `resources.gpu.types` (the published lists
+/// repeat some, e.g. `V100M16|V100M32|V100M32`).
+pub fn gpu_type_set(spec: &str) -> Vec<String> {
+    let mut types: Vec<String> = spec
+        .split('|')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
 /// Load a pod list with at least `name,cpu_milli,memory_mib,num_gpu,gpu_milli`; an optional
 /// `gpu_spec` column (`|`-separated GPU types, empty for any; kept sorted and without
 /// repeats) is honoured; other columns
@@ -199,16 +213,7 @@ pub fn load_pods(path: &Path) -> Result<Vec<PodRequest>, TraceError> {
         if let Some(c) = spec {
             let s = t.rows[i].get(c).unwrap_or("").trim();
             if !s.is_empty() && !s.eq_ignore_ascii_case("nan") && gpu != GpuRequest::None {
-                // As the controller does: a set of names (the published lists repeat some,
-                // e.g. `V100M16|V100M32|V100M32`).
-                let mut types: Vec<String> = s
-                    .split('|')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                types.sort();
-                types.dedup();
-                p.gpu_types = types;
+                p.gpu_types = gpu_type_set(s);
             }
         }
         pods.push(p);
