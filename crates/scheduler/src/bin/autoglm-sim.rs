@@ -1,13 +1,13 @@
 //! `autoglm-sim`: replay real traces through the scheduling core and compare policies.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use autoglm_scheduler::model::NodeState;
+use autoglm_scheduler::model::{NodeState, PodRequest};
 use autoglm_scheduler::policy::{
     EXTRA_POLICY_NAMES, POLICY_NAMES, TypicalPods, fgd::TYPICAL_POPULARITY, policy_by_name,
 };
@@ -213,6 +213,13 @@ fn parse_variant(name: &str) -> anyhow::Result<Variant> {
     })
 }
 
+/// `--pods`, checked against `--variant` ([`Variant::check`]).
+fn load_pods_for(pods: &Path, variant: Variant) -> anyhow::Result<Vec<PodRequest>> {
+    let base = load_pods(pods)?;
+    variant.check(&base).map_err(anyhow::Error::msg)?;
+    Ok(base)
+}
+
 fn check_policies(names: &[String]) -> anyhow::Result<()> {
     for n in names {
         if !POLICY_NAMES.contains(&n.as_str()) && !EXTRA_POLICY_NAMES.contains(&n.as_str()) {
@@ -264,8 +271,7 @@ fn placement(
     let seeds = parse_seeds(&seeds)?;
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
-    let base = load_pods(&pods)?;
-    variant.check(&base).map_err(anyhow::Error::msg)?;
+    let base = load_pods_for(&pods, variant)?;
     let cap = gpu_capacity_milli(&node_list);
 
     let mut tasks: Vec<(String, u64)> = Vec::new();
@@ -413,8 +419,7 @@ fn placement(
 fn generate(nodes: PathBuf, pods: PathBuf, variant: String, seed: u64) -> anyhow::Result<()> {
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
-    let base = load_pods(&pods)?;
-    variant.check(&base).map_err(anyhow::Error::msg)?;
+    let base = load_pods_for(&pods, variant)?;
     let list = make_variant(&base, &node_list, variant, seed);
     println!("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec");
     for p in list {
@@ -444,8 +449,7 @@ fn synthetic(
     check_policies(&policies)?;
     let variant = parse_variant(variant)?;
     let shapes = load_nodes(&nodes)?;
-    let base = load_pods(&pods)?;
-    variant.check(&base).map_err(anyhow::Error::msg)?;
+    let base = load_pods_for(&pods, variant)?;
     if shapes.is_empty() || base.is_empty() {
         bail!("--nodes and --pods must each hold at least one row");
     }
@@ -579,8 +583,7 @@ fn bound_cmd(
     let seeds = parse_seeds(&seeds)?;
     let variant = parse_variant(&variant)?;
     let node_list = load_nodes(&nodes)?;
-    let base = load_pods(&pods)?;
-    variant.check(&base).map_err(anyhow::Error::msg)?;
+    let base = load_pods_for(&pods, variant)?;
     let cap = gpu_capacity_milli(&node_list);
     if cap == 0 {
         bail!("--nodes: {} lists no GPUs", nodes.display());

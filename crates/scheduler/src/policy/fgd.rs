@@ -564,14 +564,11 @@ impl AutoGlm {
             .count()
             .max(1) as f64;
         for (s, &base) in self.typical.specs.iter_mut().zip(&self.base_weights) {
-            if s.num_gpu == 0 {
-                s.weight = base;
-                continue;
-            }
-            // A shape limited to GPU types is priced by type ([`TypePrices`]), which weighs
-            // its demand against its types' free capacity; a static host-count factor on top
-            // kept rare types idle for a few pods (docs/benchmarks.md, "autoglm change 6").
-            if !s.gpu_types.is_empty() && self.config.type_price > 0.0 {
+            // No factor for CPU-only shapes, nor for a shape limited to GPU types when it is
+            // priced by type ([`TypePrices`], which weighs its demand against its types' free
+            // capacity; a static host-count factor on top kept rare types idle for a few
+            // pods: docs/benchmarks.md, "autoglm change 6").
+            if s.num_gpu == 0 || (!s.gpu_types.is_empty() && self.config.type_price > 0.0) {
                 s.weight = base;
                 continue;
             }

@@ -622,10 +622,6 @@ pub fn gpu_capacity_milli(nodes: &[NodeState]) -> u64 {
 mod tests {
     use super::*;
 
-    fn gpu_pod(name: &str, milli: u32) -> PodRequest {
-        PodRequest::new(name, 1000, 1024, GpuRequest::from_trace(1, milli).unwrap())
-    }
-
     fn pod(name: &str, num_gpu: u32, milli: u32) -> PodRequest {
         PodRequest::new(
             name,
@@ -832,7 +828,7 @@ mod tests {
     fn inflation_reaches_exact_count_when_pods_are_uniform() {
         // 4 pods of 1 GPU each, capacity 10 GPUs: the target 13 GPUs is hit exactly, so
         // whatever the draws, 9 clones are appended: 13 pods, 13,000 milli-GPU.
-        let pods: Vec<_> = (0..4).map(|i| gpu_pod(&format!("p{i}"), 1000)).collect();
+        let pods: Vec<_> = (0..4).map(|i| pod(&format!("p{i}"), 1, 1000)).collect();
         for seed in [1, 42, 51] {
             let out = inflate_and_shuffle(&pods, 10_000, 1.3, seed);
             assert_eq!(out.len(), 13);
@@ -845,7 +841,7 @@ mod tests {
     fn inflation_removes_pods_when_over_target() {
         // 20 pods of 500 milli = 10 GPUs on a 5-GPU cluster: target 6.5 GPUs -> remove until
         // at most 6,500 milli: exactly 13 pods remain.
-        let pods: Vec<_> = (0..20).map(|i| gpu_pod(&format!("p{i}"), 500)).collect();
+        let pods: Vec<_> = (0..20).map(|i| pod(&format!("p{i}"), 1, 500)).collect();
         let out = inflate_and_shuffle(&pods, 5_000, 1.3, 42);
         assert_eq!(out.len(), 13);
         assert_eq!(out.iter().map(|p| p.gpu.total_milli()).sum::<u64>(), 6_500);
@@ -854,7 +850,7 @@ mod tests {
     #[test]
     fn shuffle_is_a_permutation_and_seeded() {
         let pods: Vec<_> = (0..50)
-            .map(|i| gpu_pod(&format!("p{i}"), 100 + i * 10))
+            .map(|i| pod(&format!("p{i}"), 1, 100 + i * 10))
             .collect();
         let a = inflate_and_shuffle(&pods, 100_000, 0.0, 7);
         let b = inflate_and_shuffle(&pods, 100_000, 0.0, 7);
